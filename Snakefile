@@ -1,0 +1,34 @@
+# glioseg: one DAG from archive to report. This file holds the DAG only:
+# configuration, includes and the final targets. All logic lives in the
+# `glioseg` package, which every rule calls through its CLI.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/acquire.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+    synthesize,
+    extract,
+    summarize,
+    plot_curves,
+    plot_boxplots,
+    plot_montage,
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,1 @@
+"""Getting datasets onto disk: downloads, archives, on-disk folders."""

@@ -1,0 +1,256 @@
+"""The ``glioseg`` command: one subcommand per pipeline stage, explicit paths in and out.
+
+Snakemake rules call these; so can a person, a notebook or a SLURM script.
+Heavy imports (torch, MONAI) happen inside each command, so ``glioseg --help``
+and the light stages start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from glioseg.errors import GliosegError
+
+log = logging.getLogger("glioseg")
+
+EXIT_USER_ERROR = 2
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+
+
+def _fold_path(text: str) -> tuple[int, Path]:
+    fold, _, path = text.partition("=")
+    if not path or not fold.isdigit():
+        raise argparse.ArgumentTypeError(f"expected FOLD=PATH, got {text!r}")
+    return int(fold), Path(path)
+
+
+def cmd_synthesize(args: argparse.Namespace) -> None:
+    from glioseg.datasets.synthetic import SyntheticSpec, write_sample_archive
+
+    spec = {k: tuple(v) if isinstance(v, list) else v for k, v in args.spec.items()}
+    write_sample_archive(SyntheticSpec(**spec), args.out)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from glioseg.acquire.extract import extract_archive
+
+    extract_archive(args.archive, args.out)
+
+
+def cmd_manifest(args: argparse.Namespace) -> None:
+    from glioseg.manifest import build_manifest, write_manifest
+
+    frame, info = build_manifest(args.raw, args.layout, args.dataset)
+    write_manifest(frame, info, args.out_csv, args.out_json)
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from glioseg.manifest import read_dataset_info, read_manifest
+    from glioseg.splits import write_splits
+
+    info = read_dataset_info(args.info)
+    table = write_splits(read_manifest(args.manifest), info.modalities, args.folds, args.test_fraction, args.seed,
+                         args.out_json, args.out_csv)
+    log.info("%s: %d patients in %d folds, %d held out for testing", info.name, table["patient"].nunique(), args.folds,
+             int((table["subset"] == "test").sum()))
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from glioseg.manifest import read_dataset_info, read_manifest
+    from glioseg.preprocess import preprocess_dataset
+
+    preprocess_dataset(read_manifest(args.manifest), read_dataset_info(args.info), args.out, args.margin)
+
+
+def _fold_split(path: Path, fold: int) -> tuple[list[str], list[str]]:
+    from glioseg.splits import fold_cases
+
+    return fold_cases(json.loads(path.read_text(encoding="utf-8")), fold)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from glioseg.training.loop import FoldPaths, train_fold
+
+    properties = json.loads((args.cache / "properties.json").read_text(encoding="utf-8"))
+    train, val = _fold_split(args.splits, args.fold)
+    paths = FoldPaths(cache=args.cache, model=args.out_model, history=args.out_history, state=args.state)
+    train_fold(args.settings, paths, train, val, properties["regions"], len(properties["dataset"]["modalities"]))
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    from glioseg.inference import infer_cases
+    from glioseg.manifest import read_dataset_info, read_manifest
+
+    _, val = _fold_split(args.splits, args.fold)
+    infer_cases(args.model, args.cache, read_manifest(args.manifest), read_dataset_info(args.info), val, args.settings, args.out)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from glioseg.atomic import write_csv
+    from glioseg.manifest import read_dataset_info, read_manifest
+    from glioseg.scoring import score_predictions
+
+    _, val = _fold_split(args.splits, args.fold)
+    scores = score_predictions(args.predictions, read_manifest(args.manifest), read_dataset_info(args.info), val,
+                               args.experiment, args.fold)
+    write_csv(args.out, scores)
+    means = scores.groupby("region")["dice"].mean()
+    log.info("%s fold %d: mean Dice %s", args.experiment, args.fold, ", ".join(f"{r} {v:.3f}" for r, v in means.items()))
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from glioseg.report.summary import write_summary
+
+    write_summary(args.scores, args.out_csv, args.out_md)
+
+
+def cmd_plot_curves(args: argparse.Namespace) -> None:
+    from glioseg.report.figures import plot_training_curves
+
+    plot_training_curves(dict(args.history), out=args.out, title=args.title)
+
+
+def cmd_plot_boxplots(args: argparse.Namespace) -> None:
+    from glioseg.report.figures import plot_score_boxplots
+    from glioseg.report.summary import load_scores
+
+    plot_score_boxplots(load_scores([args.scores]), out=args.out)
+
+
+def cmd_plot_montage(args: argparse.Namespace) -> None:
+    from glioseg.manifest import read_manifest
+    from glioseg.report.figures import plot_case_montage
+    from glioseg.report.summary import load_scores
+
+    scores = load_scores(args.scores)
+    plot_case_montage(scores, read_manifest(args.manifest), dict(args.predictions), out=args.out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glioseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--log", type=Path, help="also write the log to this file (created with its folder)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("synthesize", cmd_synthesize, "Write the synthetic sample dataset as a BraTS 2021-layout zip archive.")
+    p.add_argument("--spec", type=_json_arg, default={}, help="SyntheticSpec fields as JSON")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("extract", cmd_extract, "Extract an archive safely and atomically (archives inside it too).")
+    p.add_argument("--archive", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("manifest", cmd_manifest, "Find and validate every case of an extracted dataset; write its manifest.")
+    p.add_argument("--raw", type=Path, required=True)
+    p.add_argument("--layout", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out-csv", type=Path, required=True)
+    p.add_argument("--out-json", type=Path, required=True)
+
+    p = command("split", cmd_split, "Patient-level K-fold split, stratified by group; MONAI fold JSON + CSV.")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--info", type=Path, required=True)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--test-fraction", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-json", type=Path, required=True)
+    p.add_argument("--out-csv", type=Path, required=True)
+
+    p = command("preprocess", cmd_preprocess, "Crop to the brain, z-score each channel, labels to regions: the training cache.")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--info", type=Path, required=True)
+    p.add_argument("--margin", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("train", cmd_train, "Train one experiment on one fold (resumes from its saved state).")
+    p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--settings", type=_json_arg, required=True, help="the experiment's training settings as JSON")
+    p.add_argument("--out-model", type=Path, required=True)
+    p.add_argument("--out-history", type=Path, required=True)
+    p.add_argument("--state", type=Path, required=True, help="folder for last.pt/best.pt, kept across failed attempts")
+
+    p = command("infer", cmd_infer, "Predict a fold's validation cases; NIfTI label maps in the original geometry.")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--info", type=Path, required=True)
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--settings", type=_json_arg, required=True, help="the experiment's inference settings as JSON")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("score", cmd_score, "Score a fold's predictions per case and region (Dice, HD95, sensitivity, specificity).")
+    p.add_argument("--predictions", type=Path, required=True)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--info", type=Path, required=True)
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("summarize", cmd_summarize, "Collect score tables into scores.csv and a markdown summary.")
+    p.add_argument("--scores", type=Path, nargs="+", required=True)
+    p.add_argument("--out-csv", type=Path, required=True)
+    p.add_argument("--out-md", type=Path, required=True)
+
+    p = command("plot-curves", cmd_plot_curves, "Training curves of one experiment, one line per fold.")
+    p.add_argument("--history", type=_fold_path, nargs="+", required=True, metavar="FOLD=CSV")
+    p.add_argument("--title", default="")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("plot-boxplots", cmd_plot_boxplots, "Per-case score distributions per region and experiment.")
+    p.add_argument("--scores", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("plot-montage", cmd_plot_montage, "Best, median and worst case of one experiment on one dataset.")
+    p.add_argument("--scores", type=Path, nargs="+", required=True)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--predictions", type=_fold_path, nargs="+", required=True, metavar="FOLD=DIR")
+    p.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def _configure_logging(log_file: Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.log)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    log.info("glioseg %s", " ".join(sys.argv[1:] if argv is None else argv))
+    try:
+        args.func(args)
+    except GliosegError as exc:
+        log.error("%s", exc.message)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: layout adapters and the synthetic sample."""

@@ -1,0 +1,85 @@
+"""Sliding-window prediction, shared by validation during training and by the infer stage.
+
+Inference runs on the cached (cropped, normalised) image and maps the result
+back: regions → the dataset's labels → the original volume, written with the
+original label file's affine and header so that it overlays the raw data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+from tqdm import tqdm
+
+from glioseg.atomic import atomic_dir
+from glioseg.errors import GliosegError
+from glioseg.labels import LabelConvention, regions_to_labels
+from glioseg.manifest import DatasetInfo
+from glioseg.nifti import load_image, write_label_map
+from glioseg.preprocess import CropBox, cached_paths, uncrop
+from glioseg.training.checkpoint import load_model
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (bf16 where supported); a no-op on the CPU."""
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:
+    """Sigmoid probabilities for a batch of whole (cropped) volumes, tiled with the configured ROI."""
+    model.eval()
+    with autocast(device, amp):
+        logits = sliding_window_inference(
+            image.to(device),
+            roi_size=settings["roi_size"],
+            sw_batch_size=settings["sw_batch_size"],
+            predictor=model,
+            overlap=settings["overlap"],
+            mode=settings["blend"],
+        )
+    return torch.sigmoid(logits.float())
+
+
+def predict_masks(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:
+    """Binary region masks: probabilities above the configured threshold."""
+    return predict_probabilities(model, image, settings, device, amp) > settings["threshold"]
+
+
+def predict_case_labels(model: nn.Module, image: np.ndarray, box: CropBox, original_shape: tuple[int, ...],
+                        settings: Mapping[str, Any], convention: LabelConvention, device: torch.device) -> np.ndarray:
+    """A cached (cropped, normalised) case → a label map in the original geometry and label convention."""
+    masks = predict_masks(model, torch.from_numpy(image)[None], settings, device, settings["amp"])[0].cpu().numpy()
+    return uncrop(regions_to_labels(masks, convention), box, original_shape)
+
+
+def infer_cases(model_path: str | Path, cache_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: list[str],
+                settings: Mapping[str, Any], out_dir: str | Path, device: torch.device | None = None) -> None:
+    """Write ``<case>.nii.gz`` for each case into ``out_dir`` (atomically, as one folder)."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, payload = load_model(model_path, device)
+    properties = json.loads((Path(cache_dir) / "properties.json").read_text(encoding="utf-8"))["cases"]
+    rows = manifest.set_index("case")
+    missing = sorted(set(cases) - set(properties))
+    if missing:
+        raise GliosegError(f"cases {missing} are not in the preprocessed cache", path=cache_dir,
+                           hint="re-run preprocessing for this dataset (its manifest changed).")
+    with atomic_dir(out_dir) as tmp:
+        for case in tqdm(cases, desc=f"inferring {payload['settings']['name']}", unit="case"):
+            props = properties[case]
+            image_path, _ = cached_paths(cache_dir, case)
+            labels = predict_case_labels(model, np.load(image_path), CropBox.from_json(props["crop"]),
+                                         tuple(props["original_shape"]), settings, info.convention, device)
+            write_label_map(tmp / f"{case}.nii.gz", labels, load_image(rows.loc[case, "label"]))

@@ -1,0 +1,152 @@
+"""The manifest: one validated row per case, the contract every later stage reads.
+
+``<dataset>.csv`` lists each case's patient, group and one path per modality
+(``image_<modality>`` columns) plus its label; ``<dataset>.json`` beside it
+records the layout, modalities and label convention (the dataset's
+``dataset.json``, in nnU-Net's words). Every case is checked here — files
+present and readable, shapes and affines in agreement, labels inside the
+convention — so a bad case is reported by name before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from glioseg.atomic import write_csv, write_json
+from glioseg.datasets.layouts import CaseFiles, Layout, get_layout
+from glioseg.errors import GliosegError
+from glioseg.labels import CONVENTIONS, LabelConvention, unexpected_labels
+from glioseg.nifti import load_image, read_volume
+
+log = logging.getLogger(__name__)
+
+AFFINE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The manifest's sidecar: what downstream stages must know about a dataset as a whole."""
+
+    name: str
+    layout: str
+    modalities: tuple[str, ...]
+    convention: LabelConvention
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "layout": self.layout, "modalities": list(self.modalities), "label_convention": self.convention.name}
+
+
+def image_column(modality: str) -> str:
+    return f"image_{modality}"
+
+
+def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
+    """Everything wrong with one case, as readable sentences; empty when the case is good.
+
+    Every volume is decoded in full, not only its header: a truncated
+    ``.nii.gz`` has a perfect header, and must be caught here rather than
+    hours later in preprocessing.
+    """
+    missing = [m for m, p in files.images.items() if p is None]
+    if files.label is None:
+        missing.append("label")
+    if missing:
+        return [f"missing {', '.join(missing)}"]
+    problems: list[str] = []
+    paths = {**{m: p for m, p in files.images.items()}, "label": files.label}
+    headers = {}
+    for name, path in paths.items():
+        try:
+            headers[name] = load_image(path)
+        except GliosegError as exc:
+            problems.append(f"{name}: {exc.problem} ({path})")
+    if problems:
+        return problems
+    reference_name, reference = next(iter(headers.items()))
+    for name, image in headers.items():
+        if image.shape != reference.shape:
+            problems.append(f"{name} has shape {image.shape} but {reference_name} has {reference.shape}")
+        elif not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
+            problems.append(f"{name}'s affine differs from {reference_name}'s")
+    if problems:
+        return problems
+    volumes = {}
+    for name, path in paths.items():
+        try:
+            volumes[name] = read_volume(path, dtype=np.int32 if name == "label" else np.float32)
+        except GliosegError as exc:
+            problems.append(f"{name}: {exc.problem} ({path})")
+    if problems:
+        return problems
+    bad = unexpected_labels(volumes["label"], layout.convention)
+    if bad:
+        problems.append(f"label values {bad} outside the {layout.convention.name} convention {sorted(layout.convention.values)}")
+    return problems
+
+
+def _row(files: CaseFiles) -> dict[str, str]:
+    row = {"case": files.case, "patient": files.patient, "group": files.group}
+    row.update({image_column(m): str(p) for m, p in files.images.items()})
+    row["label"] = str(files.label)
+    row.update(files.extra)
+    return row
+
+
+def build_manifest(raw: str | Path, layout_name: str, dataset: str) -> tuple[pd.DataFrame, DatasetInfo]:
+    """Find and validate every case under ``raw``; raise one error naming every bad case."""
+    layout = get_layout(layout_name)
+    root = Path(raw)
+    if not root.is_dir():
+        raise GliosegError("dataset folder not found", path=root, hint="run the acquire step first, or fix the dataset's source path.")
+    cases = layout.find_cases(root)
+    if not cases:
+        raise GliosegError(
+            f"no cases in the {layout.name} layout were found",
+            path=root,
+            hint=f"check that the dataset's 'layout' ({layout.name}) matches the files, or that the archive is the right one.",
+        )
+    bad: dict[str, list[str]] = {}
+    for files in tqdm(cases, desc=f"checking {dataset}", unit="case"):
+        problems = case_problems(files, layout)
+        if problems:
+            bad[files.case] = problems
+    if bad:
+        listing = "\n".join(f"    {case}: {'; '.join(p)}" for case, p in bad.items())
+        raise GliosegError(
+            f"{len(bad)} of {len(cases)} cases are unusable:\n{listing}",
+            path=root,
+            hint="replace or remove those case folders (or fix the archive) and run again; nothing downstream was written.",
+        )
+    frame = pd.DataFrame([_row(files) for files in cases])
+    log.info("%s: %d cases, %d patients", dataset, len(frame), frame["patient"].nunique())
+    return frame, DatasetInfo(dataset, layout.name, layout.modalities, layout.convention)
+
+
+def write_manifest(frame: pd.DataFrame, info: DatasetInfo, out_csv: str | Path, out_json: str | Path) -> None:
+    write_csv(out_csv, frame)
+    write_json(out_json, info.to_json())
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"case", "patient", "group", "label"} - set(frame.columns)
+    if missing:
+        raise GliosegError(f"not a glioseg manifest: columns {sorted(missing)} missing", path=path, hint="re-run the manifest step.")
+    return frame
+
+
+def read_dataset_info(path: str | Path) -> DatasetInfo:
+    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), CONVENTIONS[payload["label_convention"]])
+
+
+def modality_columns(frame: pd.DataFrame, modalities: Sequence[str]) -> list[str]:
+    return [image_column(m) for m in modalities]

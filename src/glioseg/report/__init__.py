@@ -1,0 +1,1 @@
+"""Study-level outputs: tables and figures."""

@@ -1,0 +1,212 @@
+"""Summaries of per-case scores: the numbers a results table reports.
+
+Cross-validated scores are aggregated in two ways that answer different
+questions and give different spreads: pooling all cases (the std says how much
+the model varies from patient to patient) and averaging within each fold first
+(the std says how much training varies between folds). Both are reported and
+labelled, so a reader never has to guess what a "±" means.
+
+Summary frames are tidy, one row per (experiment, dataset, region, metric):
+easy to filter, plot or pivot, and stable when metrics are added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from pandas.api.typing import SeriesGroupBy
+
+from glioseg.atomic import write_csv, write_text
+from glioseg.errors import GliosegError
+from glioseg.labels import REGIONS
+
+SCORE_COLUMNS: tuple[str, ...] = (
+    "experiment", "fold", "dataset", "case", "region",
+    "dice", "hd95", "sensitivity", "specificity", "truth_voxels", "pred_voxels",
+)  # fmt: skip
+METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
+SCORE_KEYS: tuple[str, ...] = ("experiment", "fold", "dataset", "case", "region")
+# Read as text so that case ids such as "00012" keep their leading zeros.
+_TEXT_COLUMNS = {"experiment": str, "dataset": str, "case": str, "region": str}
+_GROUP = ["experiment", "dataset", "region", "metric"]
+
+
+class ReportInputError(GliosegError, ValueError):
+    """A malformed report input; also a ValueError so callers need not know glioseg's error type."""
+
+
+def read_checked_csv(
+    path: str | Path, columns: Sequence[str], dtype: dict[str, type] | None = None
+) -> pd.DataFrame:
+    """Read a CSV, failing with the file's name and the missing columns rather than a KeyError later."""
+    frame = pd.read_csv(path, dtype=dtype)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ReportInputError(
+            f"missing column(s) {missing}; found {list(frame.columns)}",
+            path=path,
+            hint=f"regenerate the file; it needs the columns {list(columns)}",
+        )
+    return frame
+
+
+def load_scores(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Concatenate per-case score CSVs into one frame, sorted deterministically.
+
+    Raises ValueError (a :class:`ReportInputError`) naming the file when a column
+    is missing or a region is unknown, and when a (experiment, fold, dataset,
+    case, region) row appears twice, which usually means a file was given twice.
+    """
+    if not paths:
+        raise ValueError("no score files given")
+    frames = [_read_scores(path) for path in paths]
+    scores = pd.concat(frames, ignore_index=True)
+    duplicated = scores[scores.duplicated(list(SCORE_KEYS), keep=False)]
+    if not duplicated.empty:
+        first = duplicated.iloc[0][list(SCORE_KEYS)].to_dict()
+        raise ValueError(f"{len(duplicated)} score rows share their {SCORE_KEYS}, e.g. {first}; was a file given twice?")
+    return _sorted(scores, ["experiment", "dataset", "fold", "case", "region"])
+
+
+def case_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over cases, all folds pooled, per (experiment, dataset, region, metric).
+
+    Columns: experiment, dataset, region, metric, mean, std, n_cases. ``std`` is
+    the sample std (ddof=1), reported as 0.0 rather than NaN for a single value.
+    ``n_cases`` counts score rows, which is the number of cases when each case
+    belongs to one fold (cross-validation); a test set scored by every fold's
+    model counts once per fold.
+    """
+    tidy = _tidy(scores)
+    summary = _mean_std(tidy.groupby(_GROUP)["value"], "n_cases")
+    return _sorted(summary, _GROUP)
+
+
+def fold_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean over cases within each fold, then mean and std of those fold means.
+
+    Columns: experiment, dataset, region, metric, mean, std, n_folds. ``std`` is
+    the sample std over folds (ddof=1), 0.0 when there is a single fold.
+    Averaging per fold first weights folds equally whatever their size.
+    """
+    per_fold = per_fold_summary(scores)
+    summary = _mean_std(per_fold.groupby(_GROUP)["mean"], "n_folds")
+    return _sorted(summary, _GROUP)
+
+
+def per_fold_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over the cases of each fold: columns as :func:`case_summary` plus ``fold``.
+
+    ``std`` is the sample std (ddof=1), 0.0 for a fold with a single case.
+    """
+    tidy = _tidy(scores)
+    summary = _mean_std(tidy.groupby(_GROUP + ["fold"])["value"], "n_cases")
+    return _sorted(summary, ["experiment", "dataset", "fold", "region", "metric"])
+
+
+def markdown_report(scores: pd.DataFrame) -> str:
+    """A human-readable report: Dice and HD95 over cases, over folds, and Dice per fold."""
+    sections = [
+        "# Segmentation scores",
+        "Values are mean ± sample std (ddof=1; 0.000 when there is a single value). "
+        "Dice to 3 decimals; HD95 in mm to 1 decimal.",
+        "## Mean ± std over cases (all folds pooled)",
+        _summary_table(case_summary(scores), "n_cases", "cases"),
+        "## Mean ± std over folds (each fold's mean over its cases first)",
+        _summary_table(fold_summary(scores), "n_folds", "folds"),
+        "## Dice per fold (mean ± std over the fold's cases)",
+        _per_fold_table(per_fold_summary(scores)),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def write_summary(score_csvs: Sequence[str | Path], out_csv: str | Path, out_md: str | Path) -> None:
+    """Write all score rows (sorted) to ``out_csv`` and :func:`markdown_report` to ``out_md``, atomically.
+
+    Both inputs are read and checked before anything is written, so a bad input
+    leaves no output behind.
+    """
+    scores = load_scores(score_csvs)
+    report = markdown_report(scores)
+    write_csv(out_csv, scores)
+    write_text(out_md, report)
+
+
+def _read_scores(path: str | Path) -> pd.DataFrame:
+    frame = read_checked_csv(path, SCORE_COLUMNS, dtype=_TEXT_COLUMNS)
+    unknown = sorted(set(frame["region"]) - set(REGIONS))
+    if unknown:
+        raise ReportInputError(f"unknown region(s) {unknown}; expected {list(REGIONS)}", path=path)
+    return frame
+
+
+def _tidy(scores: pd.DataFrame) -> pd.DataFrame:
+    """Long format, one row per (score row, metric), so every metric aggregates the same way."""
+    ids = ["experiment", "dataset", "fold", "case", "region"]
+    return scores.melt(id_vars=ids, value_vars=list(METRICS), var_name="metric", value_name="value")
+
+
+def _mean_std(grouped: SeriesGroupBy, count_name: str) -> pd.DataFrame:
+    summary = grouped.agg(mean="mean", std="std", count="count").reset_index()
+    summary["std"] = summary["std"].fillna(0.0)  # ddof=1 std of one value is NaN; report no spread
+    return summary.rename(columns={"count": count_name})
+
+
+def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sort by ``by``, regions and metrics in their conventional order rather than alphabetically."""
+    order = {"region": {r: i for i, r in enumerate(REGIONS)}, "metric": {m: i for i, m in enumerate(METRICS)}}
+
+    def key(column: pd.Series) -> pd.Series:
+        return column.map(order[column.name]) if column.name in order else column
+
+    return frame.sort_values(by, key=key, kind="stable").reset_index(drop=True)
+
+
+_FORMATS = {"dice": ".3f", "hd95": ".1f"}
+_HEADINGS = {"dice": "Dice {}", "hd95": "HD95 {} (mm)"}
+
+
+def _cell(row: pd.Series | None, metric: str) -> str:
+    if row is None:
+        return "–"
+    fmt = _FORMATS[metric]
+    return f"{row['mean']:{fmt}} ± {row['std']:{fmt}}"
+
+
+def _summary_table(summary: pd.DataFrame, count_column: str, count_heading: str) -> str:
+    """One row per (experiment, dataset); Dice then HD95 columns for each region."""
+    header = ["experiment", "dataset", count_heading]
+    header += [_HEADINGS[m].format(r) for m in _FORMATS for r in REGIONS]
+    rows = []
+    for (experiment, dataset), group in summary.groupby(["experiment", "dataset"], sort=False):
+        cells = _lookup(group)
+        count = int(group[count_column].max())
+        rows.append([experiment, dataset, str(count)] + [_cell(cells.get((r, m)), m) for m in _FORMATS for r in REGIONS])
+    return _markdown_table(header, rows)
+
+
+def _per_fold_table(per_fold: pd.DataFrame) -> str:
+    header = ["experiment", "dataset", "fold", "cases"] + [_HEADINGS["dice"].format(r) for r in REGIONS]
+    rows = []
+    for (experiment, dataset, fold), group in per_fold.groupby(["experiment", "dataset", "fold"], sort=False):
+        cells = _lookup(group)
+        count = int(group["n_cases"].max())
+        rows.append([experiment, dataset, str(fold), str(count)] + [_cell(cells.get((r, "dice")), "dice") for r in REGIONS])
+    return _markdown_table(header, rows)
+
+
+def _lookup(group: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    return {(row["region"], row["metric"]): row for _, row in group.iterrows()}
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A pipe table; text columns left-aligned, numbers right-aligned."""
+    align = [":---" if h in ("experiment", "dataset") else "---:" for h in header]
+    lines = [_markdown_row(header), _markdown_row(align)] + [_markdown_row(row) for row in rows]
+    return "\n".join(lines)
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

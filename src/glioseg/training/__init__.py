@@ -1,0 +1,1 @@
+"""Training one experiment on one fold: data, optimisation, checkpoints, resume."""

@@ -1,0 +1,208 @@
+"""One experiment on one fold: the epoch loop, validation, best-model selection, resume.
+
+The run is a pure function of the settings, the fold and the seed: the model
+is initialised from the seed, each epoch's batches from (seed, epoch), and the
+full state is saved after every epoch, so a job killed at any point and run
+again ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.metrics import DiceMetric
+from torch import nn
+from tqdm import tqdm
+
+from glioseg.atomic import write_csv
+from glioseg.inference import autocast, predict_masks
+from glioseg.losses import build_loss
+from glioseg.models import build_model
+from glioseg.training import checkpoint
+from glioseg.training.data import case_items, eval_loader, train_loader, train_transforms
+from glioseg.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "seconds"]
+
+VALIDATION_WINDOW = {"overlap": 0.25, "sw_batch_size": 4, "blend": "gaussian", "threshold": 0.5}
+"""Sliding-window settings for validation during training; the ROI is the training patch.
+
+Fixed here rather than taken from the experiment's ``inference`` section, so
+that tuning inference never invalidates a trained model.
+"""
+
+
+@dataclass(frozen=True)
+class FoldPaths:
+    """Where one fold's training reads and writes."""
+
+    cache: Path
+    model: Path
+    history: Path
+    state: Path
+
+    @property
+    def last(self) -> Path:
+        return self.state / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.state / "best.pt"
+
+
+@dataclass
+class Run:
+    """Everything that changes while training, and what must be saved to resume."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    epoch: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, float]] | None = None
+
+
+def select_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], device: torch.device) -> Run:
+    torch.manual_seed(settings["seed"])
+    model = build_model(settings["model"], in_channels, len(regions), spatial_dims=len(settings["patch_size"])).to(device)
+    optimizer = build_optimizer(settings["optimizer"], model.parameters())
+    scheduler = build_scheduler(settings["scheduler"], optimizer, settings["epochs"])
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings["amp"])
+    return Run(model, optimizer, scheduler, scaler, history=[])
+
+
+def _save_state(run: Run, path: Path, digest: str) -> None:
+    checkpoint.save(
+        {
+            "fingerprint": digest,
+            "epoch": run.epoch,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "best_metric": run.best_metric,
+            "best_epoch": run.best_epoch,
+            "history": run.history,
+            "rng": checkpoint.rng_state(),
+        },
+        path,
+    )
+
+
+def _resume(run: Run, path: Path, digest: str) -> bool:
+    """Load the saved state into ``run`` if it belongs to this very run; report whether it did."""
+    if not path.exists():
+        return False
+    state = checkpoint.load(path)
+    if state.get("fingerprint") != digest:
+        log.warning("ignoring %s: it was saved by a run with other settings or data", path)
+        return False
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.best_metric, run.best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
+    run.history = list(state["history"])
+    checkpoint.restore_rng_state(state["rng"])
+    log.info("resuming from %s after epoch %d (best mean Dice %.4f at epoch %d)", path, run.epoch, run.best_metric, run.best_epoch)
+    return True
+
+
+def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp: bool) -> float:
+    run.model.train()
+    losses = []
+    for batch in loader:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        run.optimizer.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            loss = loss_fn(run.model(image), label)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses))
+
+
+def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torch.device) -> np.ndarray:
+    """Mean Dice per region over the validation cases (empty truth and prediction count as 1)."""
+    metric = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
+    window = {**VALIDATION_WINDOW, "roi_size": settings["patch_size"]}
+    for batch in loader:
+        masks = predict_masks(model, batch["image"], window, device, settings["amp"])
+        metric(y_pred=masks.float().cpu(), y=batch["label"].float())
+    return metric.aggregate().numpy()
+
+
+def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
+               in_channels: int, device: torch.device | None = None) -> pd.DataFrame:
+    """Train (or resume) one fold, then write the best model and the per-epoch history."""
+    device = device or select_device()
+    digest = checkpoint.fingerprint(settings, train_cases, val_cases)
+    run = _new_run(settings, in_channels, regions, device)
+    _resume(run, paths.last, digest)
+    loss_fn = build_loss(settings["loss"])
+    transforms = train_transforms(settings["patch_size"], settings["augment"])
+    train_items, val_loader = case_items(paths.cache, train_cases), eval_loader(case_items(paths.cache, val_cases), settings["num_workers"])
+    amp = settings["amp"]
+    log.info("training %s on %s: %d train / %d validation cases, epochs %d..%d", settings["name"], device, len(train_cases),
+             len(val_cases), run.epoch + 1, settings["epochs"])
+    bar = tqdm(range(run.epoch + 1, settings["epochs"] + 1), desc=f"{settings['name']}", unit="epoch", initial=run.epoch,
+               total=settings["epochs"])
+    for epoch in bar:
+        started = time.perf_counter()
+        loader = train_loader(train_items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"], epoch)
+        row: dict[str, float] = {"epoch": epoch, "train_loss": _train_epoch(run, loader, loss_fn, device, amp),
+                                 "lr": run.optimizer.param_groups[0]["lr"]}
+        run.scheduler.step()
+        if epoch % settings["validate_every"] == 0 or epoch == settings["epochs"]:
+            dice = validate(run.model, val_loader, settings, device)
+            row.update({f"val_dice_{r}": float(d) for r, d in zip(regions, dice)}, val_dice_mean=float(dice.mean()))
+            if row["val_dice_mean"] > run.best_metric:
+                run.best_metric, run.best_epoch = row["val_dice_mean"], epoch
+                checkpoint.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
+        row["seconds"] = time.perf_counter() - started
+        run.epoch = epoch
+        run.history.append(row)
+        _save_state(run, paths.last, digest)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice_mean', float('nan')):.3f}")
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+    return _finish(run, settings, paths, regions, in_channels)
+
+
+def _finish(run: Run, settings: Mapping[str, Any], paths: FoldPaths, regions: list[str], in_channels: int) -> pd.DataFrame:
+    best = checkpoint.load(paths.best)
+    checkpoint.save(
+        {
+            "format": checkpoint.MODEL_FORMAT,
+            "state_dict": best["model"],
+            "epoch": best["epoch"],
+            "best_metric": best["metric"],
+            "settings": dict(settings),
+            "regions": list(regions),
+            "in_channels": in_channels,
+        },
+        paths.model,
+    )
+    history = pd.DataFrame(run.history)
+    columns = HISTORY_COLUMNS[:2] + [f"val_dice_{r}" for r in regions] + ["val_dice_mean"] + HISTORY_COLUMNS[2:]
+    history = history.reindex(columns=columns)
+    write_csv(paths.history, history)
+    log.info("best mean validation Dice %.4f at epoch %d → %s", run.best_metric, run.best_epoch, paths.model)
+    return history
+

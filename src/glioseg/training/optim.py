@@ -1,0 +1,24 @@
+"""Optimiser and learning-rate schedule registries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def build_optimizer(spec: Mapping[str, Any], parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    kwargs = {"lr": spec["lr"], "weight_decay": spec["weight_decay"]}
+    if spec["name"] == "sgd":
+        kwargs.update(momentum=0.99, nesterov=True)
+    return OPTIMIZERS[spec["name"]](parameters, **kwargs)
+
+
+def build_scheduler(spec: Mapping[str, Any], optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-epoch schedule; ``cosine`` anneals to zero over the run."""
+    if spec["name"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)

@@ -1,0 +1,63 @@
+import gzip
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from glioseg.errors import GliosegError
+from glioseg.manifest import build_manifest, read_dataset_info, read_manifest
+
+
+def test_manifest_lists_every_case_with_all_paths(tiny_raw, tiny_manifest):
+    csv, info_json = tiny_manifest
+    frame, info = read_manifest(csv), read_dataset_info(info_json)
+    assert list(frame["case"]) == [f"BraTS2021_{i:05d}" for i in range(6)]
+    assert (frame["patient"] == frame["case"]).all()
+    assert list(frame.columns[:8]) == ["case", "patient", "group", "image_t1", "image_t1ce", "image_t2", "image_flair", "label"]
+    assert frame.loc[2, "image_flair"].endswith("BraTS2021_00002/BraTS2021_00002_flair.nii.gz")
+    assert info.modalities == ("t1", "t1ce", "t2", "flair") and info.convention.name == "brats"
+
+
+@pytest.fixture
+def raw_copy(tiny_raw, tmp_path):
+    return shutil.copytree(tiny_raw, tmp_path / "raw")
+
+
+def test_bad_cases_are_each_named_with_their_problem(raw_copy):
+    (raw_copy / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz").unlink()
+    seg = raw_copy / "BraTS2021_00003" / "BraTS2021_00003_seg.nii.gz"
+    image = nib.load(seg)
+    data = np.asarray(image.dataobj).copy()
+    data[0, 0, 0] = 3
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), seg)
+    flair = raw_copy / "BraTS2021_00004" / "BraTS2021_00004_flair.nii.gz"
+    flair.write_bytes(flair.read_bytes()[:400])
+    with pytest.raises(GliosegError) as error:
+        build_manifest(raw_copy, "brats2021", "tiny")
+    message = error.value.message
+    assert "3 of 6 cases are unusable" in message
+    assert "BraTS2021_00001: missing t2" in message
+    assert "BraTS2021_00003: label values [3] outside the brats convention" in message
+    assert "BraTS2021_00004: flair:" in message and str(flair) in message
+
+
+def test_truncated_label_data_is_reported_not_raised_raw(raw_copy):
+    seg = raw_copy / "BraTS2021_00002" / "BraTS2021_00002_seg.nii.gz"
+    raw = gzip.decompress(seg.read_bytes())
+    seg.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    with pytest.raises(GliosegError, match=r"BraTS2021_00002: label: .*(truncated|corrupt|readable)"):
+        build_manifest(raw_copy, "brats2021", "tiny")
+
+
+def test_shape_disagreement_is_reported(raw_copy):
+    t1 = raw_copy / "BraTS2021_00000" / "BraTS2021_00000_t1.nii.gz"
+    image = nib.load(t1)
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.int16), image.affine), t1)
+    with pytest.raises(GliosegError, match=r"BraTS2021_00000: t1ce has shape \(48, 48, 32\) but t1 has \(10, 10, 10\)"):
+        build_manifest(raw_copy, "brats2021", "tiny")
+
+
+def test_empty_folder_says_the_layout_may_be_wrong(tmp_path):
+    with pytest.raises(GliosegError, match="no cases in the brats2021 layout"):
+        build_manifest(tmp_path, "brats2021", "x")

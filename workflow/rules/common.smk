@@ -1,0 +1,82 @@
+# Shared by every rule file: the validated config and the path scheme.
+
+import json
+
+from snakemake.exceptions import WorkflowError
+
+from glioseg.config import (
+    experiment_folds,
+    inference_settings,
+    training_settings,
+    validate_config,
+)
+from glioseg.errors import GliosegError
+
+try:
+    config = validate_config(
+        config,
+        workflow.source_path("../schemas/config.schema.yaml"),
+        source=", ".join(workflow.configfiles) or "config",
+    )
+except GliosegError as error:
+    raise WorkflowError(error.message) from None
+
+R = config["results"]
+DATASETS = config["datasets"]
+EXPERIMENTS = config["experiments"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    experiment="|".join(EXPERIMENTS),
+    fold=r"\d+",
+
+
+def dataset_of(wildcards):
+    return EXPERIMENTS[wildcards.experiment]["dataset"]
+
+
+def source_path(dataset):
+    return DATASETS[dataset]["source"].get("path")
+
+
+def archive_of(wildcards):
+    """The archive a dataset is extracted from: synthesised, or the user's file."""
+    path = source_path(wildcards.dataset)
+    return path if path else f"{R}/downloads/{wildcards.dataset}/{wildcards.dataset}.zip"
+
+
+def raw_dir(dataset):
+    """An on-disk folder is read where it is; anything else is extracted under results/raw."""
+    path = source_path(dataset)
+    if path and Path(path).is_dir():
+        return path
+    return f"{R}/raw/{dataset}"
+
+
+def evaluations():
+    """(experiment, fold, dataset) triples to infer and score: each fold on its own validation cases."""
+    return [
+        (experiment, fold, spec["dataset"])
+        for experiment, spec in EXPERIMENTS.items()
+        for fold in experiment_folds(config, experiment)
+    ]
+
+
+def score_files():
+    return [
+        f"{R}/scores/{experiment}/fold{fold}/{dataset}.csv"
+        for experiment, fold, dataset in evaluations()
+    ]
+
+
+def experiment_resources(name):
+    return EXPERIMENTS[name]["resources"]
+
+
+def final_targets():
+    targets = [f"{R}/summary/summary.md", f"{R}/figures/score_boxplots.png"]
+    for experiment, spec in EXPERIMENTS.items():
+        targets.append(f"{R}/figures/{experiment}/training_curves.png")
+        targets.append(f"{R}/figures/{experiment}/montage_{spec['dataset']}.png")
+    return targets

@@ -1,0 +1,59 @@
+# Per dataset: manifest (validated cases), patient-level folds, preprocessed cache.
+
+
+rule manifest:
+    input:
+        lambda w: raw_dir(w.dataset),
+    output:
+        csv=f"{R}/manifests/{{dataset}}.csv",
+        info=f"{R}/manifests/{{dataset}}.json",
+    params:
+        layout=lambda w: DATASETS[w.dataset]["layout"],
+    log:
+        f"{R}/manifests/{{dataset}}.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} manifest --raw {input:q} --layout {params.layout} --dataset {wildcards.dataset}"
+        " --out-csv {output.csv} --out-json {output.info}"
+
+
+rule split:
+    input:
+        csv=f"{R}/manifests/{{dataset}}.csv",
+        info=f"{R}/manifests/{{dataset}}.json",
+    output:
+        folds=f"{R}/splits/{{dataset}}/folds.json",
+        table=f"{R}/splits/{{dataset}}/splits.csv",
+    params:
+        folds=lambda w: DATASETS[w.dataset]["split"]["folds"],
+        test_fraction=lambda w: DATASETS[w.dataset]["split"]["test_fraction"],
+        seed=lambda w: DATASETS[w.dataset]["split"]["seed"],
+    log:
+        f"{R}/splits/{{dataset}}/split.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} split --manifest {input.csv} --info {input.info} --folds {params.folds}"
+        " --test-fraction {params.test_fraction} --seed {params.seed}"
+        " --out-json {output.folds} --out-csv {output.table}"
+
+
+rule preprocess:
+    input:
+        csv=f"{R}/manifests/{{dataset}}.csv",
+        info=f"{R}/manifests/{{dataset}}.json",
+    output:
+        directory(f"{R}/preprocessed/{{dataset}}"),
+    params:
+        margin=lambda w: DATASETS[w.dataset]["preprocess"]["margin"],
+    log:
+        f"{R}/logs/preprocess/{{dataset}}.log",
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} preprocess --manifest {input.csv} --info {input.info}"
+        " --margin {params.margin} --out {output}"
