@@ -11,6 +11,14 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    experiment="|".join(EXPERIMENTS),
+    fold=r"\d+",
+
+
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"

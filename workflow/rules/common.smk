@@ -1,4 +1,4 @@
-# Shared by every rule file: the validated config and the path scheme.
+# Helpers shared by all the .smk files: the validated config and the path scheme.
 
 import json
 
@@ -24,12 +24,6 @@ except GliosegError as error:
 R = config["results"]
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
-
-
-wildcard_constraints:
-    dataset="|".join(DATASETS),
-    experiment="|".join(EXPERIMENTS),
-    fold=r"\d+",
 
 
 def dataset_of(wildcards):

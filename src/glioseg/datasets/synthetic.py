@@ -15,7 +15,9 @@ scrambles modalities or labels shows up as a drop in Dice.
 
 Every case draws from its own generator seeded by ``(seed, index)``: case ``k``
 is the same whatever ``cases`` is, and the archive is byte-identical from run
-to run (fixed zip timestamps, gzip ``mtime=0``).
+to run (fixed zip timestamps and attributes, gzip ``mtime=0``, no BLAS in the
+arithmetic). Identity across machines or library versions is likely but not
+promised: numpy's SIMD maths and zlib's deflate may differ in the last bit.
 """
 
 from __future__ import annotations
@@ -81,13 +83,17 @@ class SyntheticSpec:
             shape = tuple(int(s) for s in self.shape)
             spacing = tuple(float(s) for s in self.spacing)
         except (TypeError, ValueError):
-            raise GliosegError(f"synthetic shape/spacing must be three numbers, got {self.shape!r} / {self.spacing!r}") from None
+            raise GliosegError(
+                f"synthetic shape/spacing must be three numbers, got {self.shape!r} / {self.spacing!r}"
+            ) from None
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "spacing", spacing)
         if len(shape) != 3 or len(spacing) != 3:
             raise GliosegError(f"synthetic shape and spacing need three values each, got {shape} and {spacing}")
         if min(shape) < 16:
-            raise GliosegError(f"synthetic shape {shape} is too small to hold a brain", hint="use at least 16 voxels per axis")
+            raise GliosegError(
+                f"synthetic shape {shape} is too small to hold a brain", hint="use at least 16 voxels per axis"
+            )
         if min(spacing) <= 0:
             raise GliosegError(f"synthetic spacing {spacing} must be positive")
         if self.cases < 0:
@@ -142,7 +148,7 @@ def spec_affine(spec: SyntheticSpec) -> np.ndarray:
 
 
 def synthesize_case(spec: SyntheticSpec, index: int) -> SyntheticCase:
-    """Synthesise case ``index`` of ``spec``; pure function of ``(spec.shape, spec.spacing, seed, index, grade)``."""
+    """Synthesise case ``index`` from the spec's shape, spacing, seed and the case's grade, never from ``cases``."""
     rng = np.random.default_rng([spec.seed, index])
     grade = grade_of(spec, index)
     shape = spec.shape
@@ -240,11 +246,14 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: tuple
 
 
 def _separable(coeffs: np.ndarray, bases: list[np.ndarray]) -> np.ndarray:
-    """``sum_abc coeffs[a,b,c] * B0[i,a] * B1[j,b] * B2[k,c]`` as three BLAS products, in float64."""
-    out = np.tensordot(bases[0], coeffs, axes=(1, 0))  # i b c
-    out = np.tensordot(out, bases[1], axes=(1, 1))  # i c j
-    out = np.tensordot(out, bases[2], axes=(1, 1))  # i j k
-    return np.ascontiguousarray(out)
+    """``sum_abc coeffs[a,b,c] * B0[i,a] * B1[j,b] * B2[k,c]``, one axis at a time, in float64.
+
+    Plain einsum rather than BLAS: as fast at these sizes, and the result does
+    not depend on how many BLAS threads a busy machine happens to offer.
+    """
+    out = np.einsum("ia,abc->ibc", bases[0], coeffs)
+    out = np.einsum("ibc,jb->ijc", out, bases[1])
+    return np.einsum("ijc,kc->ijk", out, bases[2])
 
 
 def _bias_field(rng: np.random.Generator, shape: tuple[int, ...], amplitude: float) -> np.ndarray:
@@ -319,7 +328,9 @@ def _brain_geometry(rng: np.random.Generator, shape: tuple[int, int, int], spaci
     return _Brain(mask=mask, depth=depth, centre=centre, rotation=rot, semi=semi, coords=(u, v, w))
 
 
-def _healthy_tissue(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, brain: _Brain) -> np.ndarray:
+def _healthy_tissue(
+    rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.ndarray, brain: _Brain
+) -> np.ndarray:
     """Internal tissue classes: cortex with sulci, WM, deep GM, lateral and third ventricles, fissure, CSF rim."""
     u, v, w = brain.coords
     a = brain.semi
@@ -345,7 +356,11 @@ def _healthy_tissue(rng: np.random.Generator, shape: tuple[int, int, int], spaci
 
     # Deep grey matter (basal ganglia / thalamus), one blob per hemisphere.
     for side in (-1.0, 1.0):
-        blob = ((u - side * 0.26 * a[0]) / (0.13 * a[0])) ** 2 + ((v + 0.02 * a[1]) / (0.24 * a[1])) ** 2 + ((w + 0.08 * a[2]) / (0.2 * a[2])) ** 2
+        blob = (
+            ((u - side * 0.26 * a[0]) / (0.13 * a[0])) ** 2
+            + ((v + 0.02 * a[1]) / (0.24 * a[1])) ** 2
+            + ((w + 0.08 * a[2]) / (0.2 * a[2])) ** 2
+        )
         tissue[brain.mask & (blob < 1.0)] = _DGM
 
     # Lateral ventricles: ")(" in axial slices (frontal horns close to the midline,
@@ -363,7 +378,11 @@ def _healthy_tissue(rng: np.random.Generator, shape: tuple[int, int, int], spaci
         uc = u - side * (vgap + width + spread * ((1.0 - np.clip(t, -1.0, 1.0)) / 2.0) ** 1.5)
         lobe = (uc / width) ** 2 + t**2 + (wc / vh) ** 2
         tissue[brain.mask & (lobe < ripple)] = _VENT
-    third = (u / max(0.015 * a[0], 0.5 * vox)) ** 2 + ((v + 0.05 * a[1]) / (0.16 * a[1])) ** 2 + ((w + 0.05 * a[2]) / (0.12 * a[2])) ** 2
+    third = (
+        (u / max(0.015 * a[0], 0.5 * vox)) ** 2
+        + ((v + 0.05 * a[1]) / (0.16 * a[1])) ** 2
+        + ((w + 0.05 * a[2]) / (0.12 * a[2])) ** 2
+    )
     tissue[brain.mask & (third < 1.0)] = _VENT
 
     # Thin CSF rim around the brain, one voxel here and there a little more.
@@ -395,6 +414,7 @@ def _tumour(
     phase = ((spec.seed + 1) * 0.7548776662466927) % 1.0
     q = (phase + index * 0.6180339887498949 + rng.uniform(-0.04, 0.04)) % 1.0
     r_wt = s * math.exp(math.log(12.0) + q * (math.log(36.0) - math.log(12.0)))
+    r_wt = max(r_wt, 3.0 * vox)  # below a few voxels a tumour is only partial-volume blur
     core_frac = rng.uniform(0.55, 0.85) if grade == "LGG" else rng.uniform(0.5, 0.8)
     aspect_wt = rng.uniform(0.75, 1.25, size=3)
     aspect_wt /= np.cbrt(aspect_wt.prod())
@@ -420,7 +440,7 @@ def _tumour(
         candidates = np.array([int(brain.depth.argmax())])
         r_wt = max(vox, float(brain.depth.max()) - margin) / (aspect_wt.max() * (1.0 + amp_wt))
     centre_idx = np.array(np.unravel_index(candidates[rng.integers(candidates.size)], shape))
-    r_core = r_wt * core_frac
+    r_core = max(r_wt * core_frac, min(2.0 * vox, 0.9 * r_wt))
 
     # Work in a box around the tumour: everything below is local.
     ext = r_wt * aspect_wt.max() * (1.0 + amp_wt) * 1.8 + 2 * vox
@@ -434,8 +454,8 @@ def _tumour(
     r = np.sqrt((p**2).sum(axis=0))
 
     def distorted(rot: np.ndarray, aspect: np.ndarray, radius: float, amp: float, cell_mm: float) -> np.ndarray:
-        local = np.tensordot(rot.T.astype(np.float32), p, axes=(1, 0)) / aspect[:, None, None, None].astype(np.float32)
-        rho = np.sqrt((local**2).sum(axis=0)) / radius
+        rho2 = sum((sum(rot[j, i] * p[j] for j in range(3)) / aspect[i]) ** 2 for i in range(3))
+        rho = np.sqrt(rho2) / radius
         bumps = np.tanh(_smooth_field(rng, bshape, _cells(bshape, spacing, cell_mm * max(s, 0.3))))
         return rho / (1.0 + amp * bumps)  # < 1 inside; the surface lies within (1 +- amp) * radius
 
@@ -500,7 +520,7 @@ def _write_member(zf: zipfile.ZipFile, name: str, data: bytes, compress_type: in
 
 
 def _readme(spec: SyntheticSpec) -> str:
-    spec_json = json.dumps(dataclasses.asdict(spec), indent=2)
+    spec_json = json.dumps(dataclasses.asdict(spec))
     return (
         "SYNTHETIC DATA - NOT REAL PATIENTS\n"
         "\n"

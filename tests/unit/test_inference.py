@@ -1,0 +1,36 @@
+"""The infer path: regions → labels → original geometry, checked with a model whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from glioseg.inference import predict_case_labels
+from glioseg.labels import BRATS
+from glioseg.preprocess import CropBox
+
+SETTINGS = {"roi_size": [16, 16, 16], "overlap": 0.25, "sw_batch_size": 2, "blend": "gaussian", "threshold": 0.5, "amp": False}
+
+
+class ThresholdModel(nn.Module):
+    """Region logits read off the input: TC where channel 0 > 0, WT where channel 1 > 0, ET where channel 2 > 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[:, :3] > 0, 10.0, -10.0)
+
+
+def test_prediction_is_painted_and_put_back_where_it_was_cropped_from():
+    cropped = np.full((4, 20, 18, 12), -1.0, dtype=np.float32)
+    cropped[1, 2:15, 3:14, 1:10] = 1  # WT
+    cropped[0, 5:10, 5:10, 3:7] = 1  # TC
+    cropped[2, 6:8, 6:8, 4:6] = 1  # ET
+    box = CropBox(start=(7, 4, 10), stop=(27, 22, 22))
+    labels = predict_case_labels(ThresholdModel(), cropped, box, (40, 30, 25), SETTINGS, BRATS, torch.device("cpu"))
+    assert labels.shape == (40, 30, 25) and labels.dtype == np.uint8
+    inside = labels[7:27, 4:22, 10:22]
+    assert np.count_nonzero(labels) == np.count_nonzero(inside)  # nothing outside the crop box
+    assert (inside == 4).sum() == 2 * 2 * 2
+    assert (inside == 1).sum() == 5 * 5 * 4 - 8
+    assert (inside == 2).sum() == 13 * 11 * 9 - 5 * 5 * 4
+    assert inside[6, 6, 4] == 4 and inside[5, 5, 3] == 1 and inside[2, 3, 1] == 2 and inside[0, 0, 0] == 0

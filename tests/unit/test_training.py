@@ -1,0 +1,98 @@
+"""Training: exact resume after an interruption, stale state ignored, the model file contract."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from glioseg.config import training_settings, validate_config
+from glioseg.manifest import read_dataset_info, read_manifest
+from glioseg.preprocess import preprocess_dataset
+from glioseg.training import checkpoint, loop
+from glioseg.training.loop import FoldPaths, train_fold
+
+from .test_config import SCHEMA
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_manifest, tmp_path_factory):
+    csv, info_json = tiny_manifest
+    out = tmp_path_factory.mktemp("cache") / "tiny"
+    preprocess_dataset(read_manifest(csv), read_dataset_info(info_json), out, margin=0)
+    return out
+
+
+def settings(epochs: int = 3, **changes) -> dict:
+    config = validate_config({
+        "seed": 5,
+        "datasets": {"tiny": {"source": {"synthetic": {}}, "layout": "brats2021"}},
+        "experiments": {"e": {"dataset": "tiny", "model": {"name": "unet", "params": {"channels": [4, 8], "strides": [2],
+                                                                                      "num_res_units": 0}},
+                              "epochs": epochs, "batch_size": 2, "patch_size": [16, 16, 16], **changes}},
+    }, SCHEMA)
+    return training_settings(config, "e")
+
+
+TRAIN, VAL = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"], ["BraTS2021_00004", "BraTS2021_00005"]
+
+
+def run(cache, root, spec) -> pd.DataFrame:
+    paths = FoldPaths(cache=cache, model=root / "model.pt", history=root / "history.csv", state=root / "state")
+    return train_fold(spec, paths, TRAIN, VAL, ["TC", "WT", "ET"], in_channels=4, device=CPU)
+
+
+def same_weights(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(cache, tmp_path, monkeypatch):
+    straight = run(cache, tmp_path / "straight", settings())
+
+    real_epoch, calls = loop._train_epoch, {"n": 0}
+
+    def killed_in_third_epoch(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_epoch(*args)
+
+    monkeypatch.setattr(loop, "_train_epoch", killed_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache, tmp_path / "resumed", settings())
+    assert checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")["epoch"] == 2
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    resumed = run(cache, tmp_path / "resumed", settings())
+
+    a, b = checkpoint.load(tmp_path / "straight" / "model.pt"), checkpoint.load(tmp_path / "resumed" / "model.pt")
+    assert same_weights(a["state_dict"], b["state_dict"])
+    assert a["epoch"] == b["epoch"] and a["best_metric"] == b["best_metric"]
+    last_a = checkpoint.load(tmp_path / "straight" / "state" / "last.pt")["model"]
+    last_b = checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")["model"]
+    assert same_weights(last_a, last_b)
+    columns = ["epoch", "train_loss", "val_dice_mean", "lr"]
+    pd.testing.assert_frame_equal(straight[columns], resumed[columns])
+
+
+def test_state_from_other_settings_is_not_resumed(cache, tmp_path):
+    run(cache, tmp_path / "a", settings(epochs=2, optimizer={"lr": 0.01}))
+    fresh = run(cache, tmp_path / "b", settings(epochs=2))
+    # Same folder as run "a", new settings: its state must be ignored, giving the fresh run's result.
+    reused = run(cache, tmp_path / "a", settings(epochs=2))
+    assert list(reused["epoch"]) == [1, 2]
+    assert same_weights(checkpoint.load(tmp_path / "b" / "model.pt")["state_dict"],
+                        checkpoint.load(tmp_path / "a" / "model.pt")["state_dict"])
+    pd.testing.assert_frame_equal(fresh[["train_loss"]], reused[["train_loss"]])
+
+
+def test_model_file_rebuilds_the_network_without_pickled_code(cache, tmp_path):
+    history = run(cache, tmp_path, settings(epochs=2))
+    model, payload = checkpoint.load_model(tmp_path / "model.pt", CPU)
+    assert payload["format"] == checkpoint.MODEL_FORMAT and payload["regions"] == ["TC", "WT", "ET"]
+    assert payload["epoch"] == int(history.loc[history["val_dice_mean"].idxmax(), "epoch"])
+    assert model(torch.zeros(1, 4, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    assert list(pd.read_csv(tmp_path / "history.csv").columns) == [
+        "epoch", "train_loss", "val_dice_TC", "val_dice_WT", "val_dice_ET", "val_dice_mean", "lr", "seconds"]

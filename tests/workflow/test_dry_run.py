@@ -1,0 +1,61 @@
+"""The DAG as planned from the config alone: shape, granularity, lint, config errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import yaml
+
+from .conftest import CONFIGS, ROOT, planned_jobs, snakemake
+
+
+def test_default_config_plans_the_whole_study(workdir):
+    jobs = planned_jobs(snakemake(workdir, "-n", configfile=ROOT / "config.yaml"))
+    assert jobs == {
+        "synthesize": 1, "extract": 1, "manifest": 1, "split": 1, "preprocess": 1,
+        "train": 5, "infer": 5, "score": 5,
+        "summarize": 1, "plot_curves": 1, "plot_boxplots": 1, "plot_montage": 1, "all": 1,
+    }
+
+
+def test_job_count_grows_per_fold_and_experiment_never_per_case(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["datasets"]["tiny"]["source"]["synthetic"]["cases"] = 400
+    config["datasets"]["tiny"]["split"]["folds"] = 3
+    config["experiments"]["unet_b"]["folds"] = [1]
+    path = workdir / "big.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(workdir, "-n", configfile=path))
+    assert jobs["preprocess"] == 1
+    assert jobs["train"] == jobs["infer"] == jobs["score"] == 3 + 1
+    assert jobs["plot_curves"] == jobs["plot_montage"] == 2
+
+
+def test_lint_has_no_findings():
+    result = snakemake(ROOT, "--lint", configfile=ROOT / "config.yaml")
+    assert result.returncode == 0, result.output
+    assert "Congratulations, your workflow is in a good condition!" in result.output
+    assert "Lints for" not in result.output
+
+
+def test_bad_config_fails_at_once_with_one_clear_message(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["experiments"]["unet_a"]["model"]["name"] = "unte"
+    path = workdir / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", configfile=path)
+    assert result.returncode != 0
+    assert "experiments → unet_a → model → name: 'unte' is not one of ['unet']" in result.output
+    assert "Traceback" not in result.output
+    assert not (workdir / "results").exists()
+
+
+def test_an_on_disk_folder_is_read_in_place(workdir, tiny_raw):
+    folder = shutil.copytree(tiny_raw, workdir / "my_brats")
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["datasets"]["tiny"]["source"] = {"path": str(folder)}
+    path = workdir / "disk.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(workdir, "-n", configfile=path))
+    assert "synthesize" not in jobs and "extract" not in jobs
+    assert jobs["manifest"] == 1 and jobs["train"] == 4

@@ -1,0 +1,130 @@
+"""The tiny study end to end through Snakemake, then what caching re-runs after each kind of change.
+
+One module-scoped run feeds every test here: its outputs are checked for
+content (geometry, label values, score ranges, table sizes), and dry runs on
+top of it prove that Snakemake re-runs exactly what a change invalidates.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import CONFIGS, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+EXPERIMENTS = ("unet_a", "unet_b")
+FOLDS = (0, 1)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    shutil.copy(CONFIGS / "tiny.yaml", workdir / "study.yaml")
+    result = snakemake(workdir, configfile=workdir / "study.yaml")
+    assert result.returncode == 0, result.output[-5000:]
+    return workdir
+
+
+def edited(workdir: Path, change) -> Path:
+    config = yaml.safe_load((workdir / "study.yaml").read_text())
+    change(config)
+    path = workdir / "edited.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_predictions_are_label_maps_in_the_original_geometry(study):
+    splits = json.loads((study / "results/splits/tiny/folds.json").read_text())
+    for experiment in EXPERIMENTS:
+        for fold in FOLDS:
+            expected = sorted(item["case"] for item in splits["training"] if item["fold"] == fold)
+            folder = study / f"results/predictions/{experiment}/fold{fold}/tiny"
+            assert sorted(p.name.removesuffix(".nii.gz") for p in folder.iterdir()) == expected
+            for case in expected:
+                prediction = nib.load(folder / f"{case}.nii.gz")
+                truth = nib.load(study / f"results/raw/tiny/{case}/{case}_seg.nii.gz")
+                assert prediction.shape == truth.shape == (48, 48, 32)
+                np.testing.assert_allclose(prediction.affine, truth.affine)
+                assert prediction.get_data_dtype() == np.uint8
+                assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_scores_cover_every_case_and_region_with_valid_values(study):
+    scores = pd.read_csv(study / "results/summary/scores.csv")
+    assert len(scores) == 8 * 3 * len(EXPERIMENTS)  # every case is validated once per experiment, 3 regions each
+    assert set(scores["region"]) == {"TC", "WT", "ET"} and set(scores["fold"]) == set(FOLDS)
+    assert scores["dice"].between(0, 1).all() and scores["sensitivity"].between(0, 1).all()
+    assert scores["specificity"].between(0, 1).all()
+    diagonal = np.sqrt((48 * 2) ** 2 + (48 * 2) ** 2 + (32 * 2) ** 2)
+    assert scores["hd95"].between(0, diagonal + 1e-6).all()
+    truth_wt = scores[scores["region"] == "WT"].set_index(["experiment", "case"])["truth_voxels"]
+    for case, voxels in truth_wt.xs("unet_a").items():
+        label = np.asarray(nib.load(study / f"results/raw/tiny/{case}/{case}_seg.nii.gz").dataobj)
+        assert voxels == np.count_nonzero(label)
+
+
+def test_summary_and_history_tables(study):
+    summary = (study / "results/summary/summary.md").read_text()
+    for experiment in EXPERIMENTS:
+        assert experiment in summary
+        for fold in FOLDS:
+            history = pd.read_csv(study / f"results/models/{experiment}/fold{fold}/history.csv")
+            assert list(history["epoch"]) == [1, 2]
+            assert history["train_loss"].gt(0).all() and history["val_dice_mean"].between(0, 1).all()
+            assert (study / f"results/models/{experiment}/fold{fold}/state/last.pt").exists()
+            log = (study / f"results/models/{experiment}/fold{fold}/train.log").read_text()
+            assert "best mean validation Dice" in log
+    assert "± " in summary
+
+
+def test_figures_are_real_images(study):
+    for path in ["results/figures/score_boxplots.png", "results/figures/unet_a/training_curves.png",
+                 "results/figures/unet_b/montage_tiny.png"]:
+        image = matplotlib.image.imread(study / path)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+        assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+def test_a_second_run_does_nothing(study):
+    assert planned_jobs(snakemake(study, "-n", configfile=study / "study.yaml")) == {}
+
+
+def test_changing_one_experiment_reruns_only_that_experiment(study):
+    path = edited(study, lambda c: c["experiments"]["unet_b"].update(epochs=3))
+    result = snakemake(study, "-n", configfile=path)
+    assert planned_jobs(result) == {"train": 2, "infer": 2, "score": 2, "plot_curves": 1, "plot_montage": 1,
+                                    "summarize": 1, "plot_boxplots": 1, "all": 1}
+    assert "experiment=unet_b" in result.output and "experiment=unet_a" not in result.output
+
+
+def test_changing_inference_settings_does_not_retrain(study):
+    path = edited(study, lambda c: c["experiments"]["unet_a"]["inference"].update(overlap=0.5))
+    jobs = planned_jobs(snakemake(study, "-n", configfile=path))
+    assert "train" not in jobs
+    assert jobs["infer"] == 2 and jobs["score"] == 2
+
+
+def test_changing_preprocessing_reruns_that_dataset_and_downstream_only(study):
+    path = edited(study, lambda c: c["datasets"]["tiny"]["preprocess"].update(margin=2))
+    jobs = planned_jobs(snakemake(study, "-n", configfile=path))
+    assert not {"synthesize", "extract", "manifest", "split"} & set(jobs)
+    assert jobs["preprocess"] == 1 and jobs["train"] == 4 and jobs["infer"] == 4 and jobs["score"] == 4
+
+
+def test_report_has_every_figure_and_caption(study):
+    result = snakemake(study, "--report", "report.html", configfile=study / "study.yaml")
+    assert result.returncode == 0, result.output[-3000:]
+    html = (study / "report.html").read_text()
+    for text in ["training_curves.png", "montage_tiny.png", "score_boxplots.png", "scores.csv",
+                 "Best, median and worst validation case"]:
+        assert text in html
