@@ -11,6 +11,7 @@ Run: ``.venv/bin/python bench/cache_format.py``
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import tempfile
@@ -27,6 +28,14 @@ from glioseg.preprocess import brain_box, crop, normalise
 REPEATS = 7
 PATCH = 128
 OUT = Path(__file__).parent / "results" / "cache_format.md"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (platform.processor() is empty on Linux)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
 
 
 def timed(read: Callable[[], np.ndarray]) -> float:
@@ -76,7 +85,7 @@ def main() -> None:
     lines = [
         "# Cache format: reading one BraTS-sized case",
         "",
-        f"Machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, Python {platform.python_version()}, "
+        f"Machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"numpy {np.__version__}, nibabel {nib.__version__}; {REPEATS} timed reads after one warm-up (page cache warm).",
         f"Case: 240×240×155, 4 modalities, cropped to the brain {tuple(cached.shape[1:])}; patch {PATCH}³ read through a memory map.",
         "",

@@ -137,6 +137,14 @@ def cmd_plot_montage(args: argparse.Namespace) -> None:
     plot_case_montage(scores, read_manifest(args.manifest), dict(args.predictions), out=args.out)
 
 
+def _fold_inputs(p: argparse.ArgumentParser) -> None:
+    """The dataset files and the fold that select which cases a stage works on."""
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--info", type=Path, required=True)
+    p.add_argument("--splits", type=Path, required=True)
+    p.add_argument("--fold", type=int, required=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glioseg", description=__doc__.splitlines()[0])
     parser.add_argument("--log", type=Path, help="also write the log to this file (created with its folder)")
@@ -190,19 +198,13 @@ def _parser() -> argparse.ArgumentParser:
     p = command("infer", cmd_infer, "Predict a fold's validation cases; NIfTI label maps in the original geometry.")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--cache", type=Path, required=True)
-    p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--info", type=Path, required=True)
-    p.add_argument("--splits", type=Path, required=True)
-    p.add_argument("--fold", type=int, required=True)
+    _fold_inputs(p)
     p.add_argument("--settings", type=_json_arg, required=True, help="the experiment's inference settings as JSON")
     p.add_argument("--out", type=Path, required=True)
 
     p = command("score", cmd_score, "Score a fold's predictions per case and region (Dice, HD95, sensitivity, specificity).")
     p.add_argument("--predictions", type=Path, required=True)
-    p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--info", type=Path, required=True)
-    p.add_argument("--splits", type=Path, required=True)
-    p.add_argument("--fold", type=int, required=True)
+    _fold_inputs(p)
     p.add_argument("--experiment", required=True)
     p.add_argument("--out", type=Path, required=True)
 

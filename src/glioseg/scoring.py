@@ -18,9 +18,8 @@ from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo
 from glioseg.metrics import score_region
 from glioseg.nifti import load_image, read_volume, voxel_spacing
+from glioseg.tables import SCORE_COLUMNS
 
-SCORE_COLUMNS = ["experiment", "fold", "dataset", "case", "region", "dice", "hd95", "sensitivity", "specificity",
-                 "truth_voxels", "pred_voxels"]
 
 
 def _regions(path: Path | str, convention: LabelConvention) -> np.ndarray:

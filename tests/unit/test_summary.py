@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from glioseg.report.summary import (
-    SCORE_COLUMNS,
     case_summary,
     fold_summary,
     load_scores,
     markdown_report,
     write_summary,
 )
+from glioseg.tables import SCORE_COLUMNS
 
 # unet on brats: fold 0 has cases a, b, c; fold 1 has cases d, e.
 # TC Dice  fold 0: 0.80 0.85 0.90 (mean 0.85, std 0.05)   fold 1: 0.70 0.80 (mean 0.75)

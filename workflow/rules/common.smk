@@ -16,7 +16,7 @@ try:
     config = validate_config(
         config,
         workflow.source_path("../schemas/config.schema.yaml"),
-        source=", ".join(workflow.configfiles) or "config",
+        source=", ".join(str(path) for path in workflow.configfiles) or "config",
     )
 except GliosegError as error:
     raise WorkflowError(error.message) from None

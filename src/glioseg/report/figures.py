@@ -27,7 +27,7 @@ from glioseg.nifti import load_image
 from glioseg.report.summary import read_checked_csv
 
 DPI = 120
-HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice_mean")
+PLOTTED_HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice_mean")
 # Label value -> colour. Enhancing tumour is 4 in BraTS 2018-2021 and 3 in BraTS 2023.
 LABEL_COLOURS: dict[int, str] = {1: "red", 2: "limegreen", 3: "yellow", 4: "yellow"}
 _LABEL_NAMES = ((1, "necrosis / non-enhancing (1)"), (2, "edema (2)"), (4, "enhancing (4; 3 in BraTS 2023)"))
@@ -49,7 +49,7 @@ def plot_training_curves(
     loss_ax, dice_ax = fig.subplots(1, 2)
     last_epoch = 2  # an x range of at least one epoch, even for a one-epoch run
     for index, (fold, path) in enumerate(sorted(histories.items())):
-        history = read_checked_csv(path, HISTORY_COLUMNS)
+        history = read_checked_csv(path, PLOTTED_HISTORY_COLUMNS)
         colour = f"C{index % 10}"
         loss_ax.plot(history["epoch"], history["train_loss"], color=colour, label=f"fold {fold}")
         _plot_validation(dice_ax, history, fold, colour)

@@ -21,11 +21,8 @@ from pandas.api.typing import SeriesGroupBy
 from glioseg.atomic import write_csv, write_text
 from glioseg.errors import GliosegError
 from glioseg.labels import REGIONS
+from glioseg.tables import SCORE_COLUMNS
 
-SCORE_COLUMNS: tuple[str, ...] = (
-    "experiment", "fold", "dataset", "case", "region",
-    "dice", "hd95", "sensitivity", "specificity", "truth_voxels", "pred_voxels",
-)  # fmt: skip
 METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 SCORE_KEYS: tuple[str, ...] = ("experiment", "fold", "dataset", "case", "region")
 # Read as text so that case ids such as "00012" keep their leading zeros.

@@ -25,14 +25,13 @@ from tqdm import tqdm
 from glioseg.atomic import write_csv
 from glioseg.inference import autocast, predict_masks
 from glioseg.losses import build_loss
+from glioseg.tables import history_columns
 from glioseg.models import build_model
 from glioseg.training import checkpoint
 from glioseg.training.data import case_items, eval_loader, train_loader, train_transforms
 from glioseg.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
-
-HISTORY_COLUMNS = ["epoch", "train_loss", "lr", "seconds"]
 
 VALIDATION_WINDOW = {"overlap": 0.25, "sw_batch_size": 4, "blend": "gaussian", "threshold": 0.5}
 """Sliding-window settings for validation during training; the ROI is the training patch.
@@ -199,9 +198,7 @@ def _finish(run: Run, settings: Mapping[str, Any], paths: FoldPaths, regions: li
         },
         paths.model,
     )
-    history = pd.DataFrame(run.history)
-    columns = HISTORY_COLUMNS[:2] + [f"val_dice_{r}" for r in regions] + ["val_dice_mean"] + HISTORY_COLUMNS[2:]
-    history = history.reindex(columns=columns)
+    history = pd.DataFrame(run.history).reindex(columns=history_columns(regions))
     write_csv(paths.history, history)
     log.info("best mean validation Dice %.4f at epoch %d → %s", run.best_metric, run.best_epoch, paths.model)
     return history
