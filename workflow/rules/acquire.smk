@@ -6,7 +6,7 @@ rule synthesize:
     output:
         f"{R}/downloads/{{dataset}}/{{dataset}}.zip",
     params:
-        spec=lambda w: json.dumps(DATASETS[w.dataset]["source"]["synthetic"]),
+        spec=lambda w: canonical_json(DATASETS[w.dataset]["source"]["synthetic"]),
     log:
         f"{R}/downloads/{{dataset}}/synthesize.log",
     conda:

@@ -26,6 +26,11 @@ DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
 
 
+def canonical_json(value):
+    """Params as JSON with sorted keys: reordering a YAML file must not re-run anything."""
+    return json.dumps(value, sort_keys=True)
+
+
 def dataset_of(wildcards):
     return EXPERIMENTS[wildcards.experiment]["dataset"]
 

@@ -11,7 +11,7 @@ rule infer:
     output:
         directory(f"{R}/predictions/{{experiment}}/fold{{fold}}/{{dataset}}"),
     params:
-        settings=lambda w: json.dumps(inference_settings(config, w.experiment)),
+        settings=lambda w: canonical_json(inference_settings(config, w.experiment)),
     log:
         f"{R}/logs/infer/{{experiment}}/fold{{fold}}/{{dataset}}.log",
     threads: lambda w: experiment_resources(w.experiment)["cpus"]

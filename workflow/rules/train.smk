@@ -10,7 +10,7 @@ rule train:
         model=f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
         history=f"{R}/models/{{experiment}}/fold{{fold}}/history.csv",
     params:
-        settings=lambda w: json.dumps(training_settings(config, w.experiment)),
+        settings=lambda w: canonical_json(training_settings(config, w.experiment)),
         state=lambda w: f"{R}/models/{w.experiment}/fold{w.fold}/state",
     log:
         f"{R}/models/{{experiment}}/fold{{fold}}/train.log",

@@ -3,16 +3,26 @@
 Each adapter turns an extracted folder into :class:`CaseFiles` and owns its
 label convention and its patient-id rule; everything after the manifest is
 layout-agnostic. Adding a layout is one function and one registry entry.
+
+Case folders are found at any depth below the dataset root, because Kaggle
+archives wrap the data in one or two folders of varying names; folders under a
+hidden or ``__MACOSX`` component (macOS zip debris that mirrors every real
+folder name) are never cases. A case id found twice is an error, since every
+later stage names its files by case id.
 """
 
 from __future__ import annotations
 
+import csv
+import glob
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from glioseg.labels import BRATS, LabelConvention
+from glioseg.errors import GliosegError
+from glioseg.labels import BRATS, BRATS2023 as BRATS2023_LABELS, REGIONS, LabelConvention
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,43 @@ def _existing(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def _nifti(folder: Path, stem: str) -> Path | None:
+    """``stem.nii.gz`` or, failing that, ``stem.nii``: some releases and re-uploads ship uncompressed files."""
+    return _existing(folder / f"{stem}.nii.gz") or _existing(folder / f"{stem}.nii")
+
+
+def _is_debris(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") or part == "__NONE" for part in path.relative_to(root).parts)
+
+
+def _case_folders(root: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Folders at any depth under ``root`` whose name matches ``pattern``, zip debris excluded."""
+    return [p for p in root.rglob("*") if pattern.match(p.name) and p.is_dir() and not _is_debris(p, root)]
+
+
+def _in_case_order(cases: Iterable[CaseFiles], root: Path) -> list[CaseFiles]:
+    """Sort by case id, refusing duplicates (e.g. a training folder extracted twice into one root)."""
+    ordered = sorted(cases, key=lambda c: c.case)
+    duplicated = sorted({a.case for a, b in zip(ordered, ordered[1:]) if a.case == b.case})
+    if duplicated:
+        raise GliosegError(
+            f"case ids found more than once: {', '.join(duplicated)}",
+            path=root,
+            hint="keep a single copy of each case folder under the dataset folder.",
+        )
+    return ordered
+
+
+def _without_unlabelled_validation(found: Iterable[tuple[Path, CaseFiles]]) -> Iterable[CaseFiles]:
+    """Drop unlabelled cases under a ``*ValidationData*`` folder: a challenge's validation release never
+    published its labels, so it is not training data. An unlabelled case anywhere else stays, for the
+    manifest to report."""
+    return (case for folder, case in found if case.label is not None or not any("ValidationData" in part for part in folder.parent.parts))
+
+
+# ---------------------------------------------------------------- BraTS 2018–2021
+
+
 def _brats2021_cases(root: Path) -> list[CaseFiles]:
     """``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``, at any depth; one patient per case."""
     pattern = re.compile(r"^BraTS2021_\d{5}$")
@@ -55,13 +102,312 @@ def _brats2021_cases(root: Path) -> list[CaseFiles]:
     ]
 
 
-BRATS2021 = Layout("brats2021", ("t1", "t1ce", "t2", "flair"), BRATS, _brats2021_cases)
-
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2021,)}
+_BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
 
 
-def get_layout(name: str) -> Layout:
+def _graded_cases(root: Path, case_prefix: str) -> list[CaseFiles]:
+    """BraTS 2018/2019: ``.../{HGG,LGG}/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``; group = the grade folder.
+
+    Only case folders directly inside a folder named ``HGG`` or ``LGG`` count,
+    which also leaves out the validation release (its cases sit directly in
+    ``MICCAI_BraTS_<year>_Data_Validation/``, ungraded and unlabelled). Each
+    case is its own patient: these releases publish no cross-case patient ids.
+    """
+    pattern = re.compile(rf"^{re.escape(case_prefix)}_\w+$")
+    cases = (
+        CaseFiles(
+            case=folder.name,
+            patient=folder.name,
+            group=folder.parent.name,
+            images={m: _nifti(folder, f"{folder.name}_{m}") for m in _BRATS_MODALITIES},
+            label=_nifti(folder, f"{folder.name}_seg"),
+        )
+        for folder in _case_folders(root, pattern)
+        if folder.parent.name in ("HGG", "LGG")
+    )
+    return _in_case_order(cases, root)
+
+
+def _brats2018_cases(root: Path) -> list[CaseFiles]:
+    """Kaggle ``sanglequang/brats2018``: ``MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/Brats18_<site>_<id>_1/...``.
+
+    Note the lower-case ``Brats18_`` prefix (2019 writes ``BraTS19_``).
+    ``survival_data.csv`` beside ``HGG``/``LGG`` is not read.
+    """
+    return _graded_cases(root, "Brats18")
+
+
+def _brats2019_cases(root: Path) -> list[CaseFiles]:
+    """``MICCAI_BraTS_2019_Data_Training/{HGG,LGG}/BraTS19_<site>_<id>_1/...``, named as in 2018.
+
+    ``name_mapping.csv`` and ``survival_data.csv`` beside ``HGG``/``LGG`` are not
+    read: the grade is already the folder.
+    """
+    return _graded_cases(root, "BraTS19")
+
+
+_BRATS2020_CASE = re.compile(r"^BraTS20_(Training|Validation)_\d{3}$")
+
+#: Segmentations the release ships under another name, accepted for that case only.
+_BRATS2020_SEG_ALIASES = {"BraTS20_Training_355": "W39_1998.09.19_Segm.nii"}
+
+
+def _brats2020_label(folder: Path) -> Path | None:
+    alias = _BRATS2020_SEG_ALIASES.get(folder.name)
+    return _nifti(folder, f"{folder.name}_seg") or (_existing(folder / alias) if alias else None)
+
+
+def _grades(mapping: Path) -> dict[str, str]:
+    """``BraTS_2020_subject_ID`` → ``Grade`` from a ``name_mapping.csv``; empty when there is none."""
+    if not mapping.is_file():
+        return {}
+    with mapping.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"Grade", "BraTS_2020_subject_ID"} <= rows[0].keys():
+        raise GliosegError(
+            "name_mapping.csv has no 'Grade' and 'BraTS_2020_subject_ID' columns",
+            path=mapping,
+            hint="restore the file from the BraTS 2020 archive, or delete it to leave cases ungrouped.",
+        )
+    return {row["BraTS_2020_subject_ID"].strip(): row["Grade"].strip() for row in rows}
+
+
+def _brats2020_cases(root: Path) -> list[CaseFiles]:
+    """Kaggle ``awsaf49/brats20-dataset-training-validation``.
+
+    Reads ``BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/BraTS20_Training_XXX/
+    BraTS20_Training_XXX_{t1,t1ce,t2,flair,seg}.nii``. Quirks: files are
+    uncompressed ``.nii``; case 355's segmentation is named
+    ``W39_1998.09.19_Segm.nii``; grades are not folders but the ``Grade``
+    column of ``name_mapping.csv`` beside the case folders (a case it does not
+    list gets an empty group); ``survival_info.csv`` is ignored. The
+    ``BraTS2020_ValidationData`` cases have no labels and are skipped; a
+    training case without a label is kept, for the manifest to report.
+    """
+    folders = _case_folders(root, _BRATS2020_CASE)
+    grades = {parent: _grades(parent / "name_mapping.csv") for parent in {f.parent for f in folders}}
+    found = (
+        (
+            folder,
+            CaseFiles(
+                case=folder.name,
+                patient=folder.name,
+                group=grades[folder.parent].get(folder.name, ""),
+                images={m: _nifti(folder, f"{folder.name}_{m}") for m in _BRATS_MODALITIES},
+                label=_brats2020_label(folder),
+            ),
+        )
+        for folder in folders
+    )
+    return _in_case_order(_without_unlabelled_validation(found), root)
+
+
+# ---------------------------------------------------------------- BraTS 2023
+
+_BRATS2023_CASE = re.compile(r"^(?P<patient>BraTS-GLI-\d{5})-\d{3}$")
+
+
+def _brats2023_cases(root: Path) -> list[CaseFiles]:
+    """BraTS 2023 glioma (GLI): ``ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData/BraTS-GLI-XXXXX-YYY/
+    BraTS-GLI-XXXXX-YYY-{t1n,t1c,t2w,t2f,seg}.nii.gz``.
+
+    Quirks: hyphens, not underscores; new modality names (t1n = T1, t1c = T1
+    post-contrast, t2w = T2, t2f = FLAIR); labels 1/2/3 with 3 = enhancing
+    tumour. ``YYY`` is the timepoint: ``BraTS-GLI-XXXXX`` is the patient, so a
+    patient's timepoints stay in one split. Unlabelled cases of the
+    ``...-ValidationData`` release are skipped, as for 2020.
+    """
+    found = (
+        (
+            folder,
+            CaseFiles(
+                case=folder.name,
+                patient=_BRATS2023_CASE.match(folder.name)["patient"],
+                group="",
+                images={m: _nifti(folder, f"{folder.name}-{m}") for m in BRATS2023.modalities},
+                label=_nifti(folder, f"{folder.name}-seg"),
+            ),
+        )
+        for folder in _case_folders(root, _BRATS2023_CASE)
+    )
+    return _in_case_order(_without_unlabelled_validation(found), root)
+
+
+# ---------------------------------------------------------------- custom
+
+_CUSTOM_KEYS = {"modalities", "label", "labels", "cases", "patient", "group"}
+
+
+def _spec_error(problem: str) -> GliosegError:
+    return GliosegError(
+        f"custom layout: {problem}",
+        hint="fix the dataset's layout_options: modalities {name: pattern}, label: pattern, labels {value: [TC|WT|ET, ...]}, "
+        "and optionally cases (a folder glob), patient and group (regexes with a named group).",
+    )
+
+
+def _check_spec(spec: Mapping[str, Any]) -> None:
+    unknown = sorted(set(spec) - _CUSTOM_KEYS)
+    if unknown:
+        raise _spec_error(f"unknown keys {unknown}; allowed: {sorted(_CUSTOM_KEYS)}")
+    missing = sorted({"modalities", "label", "labels"} - set(spec))
+    if missing:
+        raise _spec_error(f"missing keys {missing}")
+    modalities = spec["modalities"]
+    if not isinstance(modalities, Mapping) or not modalities or not all(isinstance(p, str) for p in modalities.values()):
+        raise _spec_error("'modalities' must map each modality name to a file pattern")
+    if not isinstance(spec["label"], str):
+        raise _spec_error("'label' must be a file pattern")
+
+
+def _named_regex(spec: Mapping[str, Any], key: str) -> re.Pattern[str] | None:
+    """``spec[key]`` compiled, checked to capture a group named ``key``; ``None`` when the key is absent."""
+    if key not in spec:
+        return None
     try:
-        return LAYOUTS[name]
-    except KeyError:
-        raise KeyError(f"unknown layout '{name}'; known layouts: {sorted(LAYOUTS)}") from None
+        regex = re.compile(spec[key])
+    except (re.error, TypeError) as exc:
+        raise _spec_error(f"the '{key}' regex {spec[key]!r} is invalid: {exc}") from None
+    if key not in regex.groupindex:
+        raise _spec_error(f"the '{key}' regex needs a named group (?P<{key}>...)")
+    return regex
+
+
+def _label_regions(labels: Mapping[Any, Any]) -> dict[int, frozenset[str]]:
+    """Parse ``{value: [regions]}``, accepting YAML int keys and JSON string keys alike."""
+    if not isinstance(labels, Mapping) or not labels:
+        raise _spec_error("'labels' must map each label value to its regions")
+    parsed: dict[int, frozenset[str]] = {}
+    for value, regions in labels.items():
+        if not str(value).isdigit() or int(value) == 0:
+            raise _spec_error(f"label value {value!r} must be a positive integer (0 is background)")
+        if not isinstance(regions, (list, tuple)) or not regions or not set(regions) <= set(REGIONS):
+            raise _spec_error(f"label {value} must list one or more regions among {list(REGIONS)}, not {regions!r}")
+        parsed[int(value)] = frozenset(regions)
+    return parsed
+
+
+def custom_convention(labels: Mapping[Any, Any]) -> LabelConvention:
+    """A :class:`LabelConvention` from ``{value: [regions]}``.
+
+    Regions keep the canonical TC, WT, ET order, limited to those named. They
+    must be nested or disjoint, as BraTS regions are, or no label map could
+    express a set of region masks; ``paint`` then runs from the outermost
+    region (most label values) inward, each region painted with its smallest
+    label value that no region inside it claims.
+    """
+    regions_of = _label_regions(labels)
+    members = {r: frozenset(v for v, rs in regions_of.items() if r in rs) for r in REGIONS if any(r in rs for rs in regions_of.values())}
+    for a in members:
+        for b in members:
+            if members[a] & members[b] and not (members[a] <= members[b] or members[b] <= members[a]):
+                raise _spec_error(f"regions {a} and {b} overlap without one containing the other")
+    order = sorted(members, key=lambda r: (-len(members[r]), REGIONS.index(r)))
+    paint = []
+    for region in order:
+        inner = frozenset().union(*(m for m in members.values() if m < members[region]))
+        own = members[region] - inner
+        if not own:
+            raise _spec_error(f"region {region} has no label value of its own, so predictions of it could not be written")
+        paint.append((region, min(own)))
+    return LabelConvention(name="custom", members=members, paint=tuple(paint))
+
+
+def _single_match(folder: Path, pattern: str, case: str) -> Path | None:
+    """The one file matching ``pattern`` (``{case}`` filled in) under ``folder``; ``None`` if there is none."""
+    matches = sorted(p for p in folder.glob(pattern.replace("{case}", glob.escape(case))) if p.is_file())
+    if len(matches) > 1:
+        raise GliosegError(
+            f"case {case}: pattern '{pattern}' matches {len(matches)} files: {', '.join(p.name for p in matches)}",
+            path=folder,
+            hint="make the layout_options pattern specific enough to match one file per case.",
+        )
+    return matches[0] if matches else None
+
+
+def _patient(regex: re.Pattern[str] | None, case: str) -> str:
+    """The patient id captured from the case id; a case the regex misses is an error, not a patient of its own."""
+    if regex is None:
+        return case
+    found = regex.search(case)
+    if found is None or not found["patient"]:
+        raise _spec_error(f"the 'patient' regex {regex.pattern!r} captures no patient id in case '{case}'")
+    return found["patient"]
+
+
+def _group(regex: re.Pattern[str] | None, relative: str) -> str:
+    """The group captured from the case folder's path under the root; empty (ungrouped) when it does not match."""
+    found = regex.search(relative) if regex else None
+    return (found["group"] or "") if found else ""
+
+
+def custom_layout(spec: Mapping[str, Any]) -> Layout:
+    """A layout described in the config, for datasets without an adapter of their own.
+
+    ``spec`` keys (patterns are globs relative to the case folder, ``{case}``
+    standing for the case id; each must match at most one file)::
+
+        modalities: {t1c: "{case}_T1c.nii.gz", flair: "anat/*FLAIR*.nii.gz"}   # any subset, in channel order
+        label: "{case}_mask.nii.gz"
+        labels: {1: [WT]}              # value -> regions among TC, WT, ET
+        cases: "*"                     # optional folder glob under the root; case id = folder name
+        patient: "^(?P<patient>P\\d+)"  # optional; default: patient = case id
+        group: "(?P<group>HGG|LGG)/"   # optional; searched in the folder's path under the root, no match = ""
+
+    The spec is checked here, so a config mistake fails before any file is read.
+    """
+    _check_spec(spec)
+    modalities = {str(name): str(pattern) for name, pattern in spec["modalities"].items()}
+    convention = custom_convention(spec["labels"])
+    label = spec["label"]
+    case_glob = str(spec.get("cases", "*"))
+    patient, group = _named_regex(spec, "patient"), _named_regex(spec, "group")
+
+    def find_cases(root: Path) -> list[CaseFiles]:
+        folders = (p for p in root.glob(case_glob) if p.is_dir() and not _is_debris(p, root))
+        cases = (
+            CaseFiles(
+                case=folder.name,
+                patient=_patient(patient, folder.name),
+                group=_group(group, folder.relative_to(root).as_posix()),
+                images={m: _single_match(folder, pattern, folder.name) for m, pattern in modalities.items()},
+                label=_single_match(folder, label, folder.name),
+            )
+            for folder in folders
+        )
+        return _in_case_order(cases, root)
+
+    return Layout("custom", tuple(modalities), convention, find_cases)
+
+
+# ---------------------------------------------------------------- registry
+
+BRATS2018 = Layout("brats2018", _BRATS_MODALITIES, BRATS, _brats2018_cases)
+BRATS2019 = Layout("brats2019", _BRATS_MODALITIES, BRATS, _brats2019_cases)
+BRATS2020 = Layout("brats2020", _BRATS_MODALITIES, BRATS, _brats2020_cases)
+BRATS2021 = Layout("brats2021", _BRATS_MODALITIES, BRATS, _brats2021_cases)
+BRATS2023 = Layout("brats2023", ("t1n", "t1c", "t2w", "t2f"), BRATS2023_LABELS, _brats2023_cases)
+
+#: Layouts fixed by their dataset's release.
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023)}
+
+#: Layouts built from the dataset's ``layout_options``.
+LAYOUT_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Layout]] = {"custom": custom_layout}
+
+
+def layout_names() -> list[str]:
+    """Every name a dataset's ``layout`` may take (the config schema's enum must list exactly these)."""
+    return sorted([*LAYOUTS, *LAYOUT_FACTORIES])
+
+
+def get_layout(name: str, options: Mapping[str, Any] | None = None) -> Layout:
+    """The layout called ``name``; ``options`` (the dataset's ``layout_options``) configure a ``custom`` one."""
+    if name in LAYOUT_FACTORIES:
+        if not options:
+            raise GliosegError(f"the {name} layout needs layout_options", hint="describe the dataset's files under layout_options (see glioseg.datasets.layouts.custom_layout).")
+        return LAYOUT_FACTORIES[name](options)
+    if name not in LAYOUTS:
+        raise KeyError(f"unknown layout '{name}'; known layouts: {layout_names()}")
+    if options:
+        raise GliosegError(f"the {name} layout takes no layout_options", hint="remove layout_options, or use layout: custom.")
+    return LAYOUTS[name]

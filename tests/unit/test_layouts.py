@@ -1,0 +1,282 @@
+"""Layout adapters: each real release's folder tree, in miniature, read into the right manifest."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from glioseg import manifest
+from glioseg.datasets.layouts import custom_convention, get_layout, layout_names
+from glioseg.errors import GliosegError
+from glioseg.labels import BRATS, BRATS2023
+from glioseg.manifest import build_manifest
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SHAPE = (8, 8, 6)
+
+
+def write_volume(path: Path, values: Sequence[int] = (0, 1)) -> Path:
+    """A tiny volume holding ``values`` (one voxel each, 0 elsewhere)."""
+    data = np.zeros(SHAPE, np.int16)
+    data.flat[: len(values)] = values
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+def write_case(folder: Path, images: Iterable[str], label: str | None, values: Sequence[int]) -> None:
+    for name in images:
+        write_volume(folder / name)
+    if label is not None:
+        write_volume(folder / label, values)
+
+
+def brats_case(folder: Path, sep: str, modalities: Sequence[str], ext: str, values: Sequence[int], labelled: bool = True) -> None:
+    """A case folder named as BraTS names them: ``<case><sep><modality><ext>``, label ``<case><sep>seg<ext>``."""
+    case = folder.name
+    write_case(folder, [f"{case}{sep}{m}{ext}" for m in modalities], f"{case}{sep}seg{ext}" if labelled else None, values)
+
+
+def images(frame, modalities: Sequence[str]) -> list[list[str]]:
+    return frame[[f"image_{m}" for m in modalities]].values.tolist()
+
+
+# ---------------------------------------------------------------- BraTS 2018 / 2019
+
+BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
+@pytest.mark.parametrize("layout, year, prefix", [("brats2018", "2018", "Brats18"), ("brats2019", "2019", "BraTS19")])
+def test_brats2018_2019_read_grade_folders(tmp_path, layout, year, prefix):
+    training = tmp_path / f"MICCAI_BraTS_{year}_Data_Training"
+    cases = {f"{prefix}_2013_10_1": "HGG", f"{prefix}_CBICA_AAB_1": "HGG", f"{prefix}_TCIA09_141_1": "LGG"}
+    for case, grade in cases.items():
+        brats_case(training / grade / case, "_", BRATS_MODALITIES, ".nii.gz", [0, 1, 2, 4])
+    (training / "survival_data.csv").write_text("BraTS18ID,Age,Survival,ResectionStatus\n")
+    # The validation release: ungraded, unlabelled, not under HGG/LGG.
+    brats_case(tmp_path / f"MICCAI_BraTS_{year}_Data_Validation" / f"{prefix}_CBICA_AAM_1", "_", BRATS_MODALITIES, ".nii.gz", [], labelled=False)
+    # macOS zip debris mirrors real folder names.
+    debris = tmp_path / "__MACOSX" / training.name / "HGG" / f"{prefix}_2013_10_1"
+    debris.mkdir(parents=True)
+    (debris / f"._{prefix}_2013_10_1_t1.nii.gz").write_bytes(b"\0" * 10)
+
+    frame, info = build_manifest(tmp_path, layout, "d")
+
+    assert list(frame["case"]) == sorted(cases)
+    assert list(frame["patient"]) == list(frame["case"])
+    assert list(frame["group"]) == ["HGG", "HGG", "LGG"]
+    assert list(frame.columns[:8]) == ["case", "patient", "group", "image_t1", "image_t1ce", "image_t2", "image_flair", "label"]
+    case = f"{prefix}_TCIA09_141_1"
+    folder = training / "LGG" / case
+    assert images(frame, BRATS_MODALITIES)[2] == [str(folder / f"{case}_{m}.nii.gz") for m in BRATS_MODALITIES]
+    assert frame.loc[2, "label"] == str(folder / f"{case}_seg.nii.gz")
+    assert info.layout == layout and info.modalities == BRATS_MODALITIES and info.convention == BRATS
+
+
+# ---------------------------------------------------------------- BraTS 2020
+
+NAME_MAPPING = """Grade,BraTS_2017_subject_ID,BraTS_2018_subject_ID,TCGA_TCIA_subject_ID,BraTS_2019_subject_ID,BraTS_2020_subject_ID
+HGG,Brats17_CBICA_AAB_1,Brats18_CBICA_AAB_1,NA,BraTS19_CBICA_AAB_1,BraTS20_Training_001
+LGG,Brats17_2013_0_1,Brats18_2013_0_1,TCGA-CS-4941,BraTS19_2013_0_1,BraTS20_Training_260
+HGG,NA,NA,NA,NA,BraTS20_Training_355
+"""
+
+
+@pytest.fixture
+def brats2020(tmp_path) -> Path:
+    """The awsaf49 Kaggle tree: uncompressed .nii, case 355's misnamed seg, grades in name_mapping.csv, a validation set."""
+    data = tmp_path / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"
+    for number in ("001", "260"):
+        brats_case(data / f"BraTS20_Training_{number}", "_", BRATS_MODALITIES, ".nii", [0, 1, 2, 4])
+    odd = data / "BraTS20_Training_355"
+    write_case(odd, [f"{odd.name}_{m}.nii" for m in BRATS_MODALITIES], "W39_1998.09.19_Segm.nii", [0, 2, 4])
+    (data / "name_mapping.csv").write_text(NAME_MAPPING)
+    (data / "survival_info.csv").write_text("Brats20ID,Age,Survival_days,Extent_of_Resection\nBraTS20_Training_001,60.463,289,GTR\n")
+    validation = tmp_path / "BraTS2020_ValidationData" / "MICCAI_BraTS2020_ValidationData"
+    brats_case(validation / "BraTS20_Validation_001", "_", BRATS_MODALITIES, ".nii", [], labelled=False)
+    (validation / "name_mapping_validation_data.csv").write_text("BraTS_2017_subject_ID,BraTS_2018_subject_ID,BraTS_2019_subject_ID,BraTS_2020_subject_ID\n")
+    return tmp_path
+
+
+def test_brats2020_groups_from_name_mapping_and_accepts_case_355s_seg(brats2020):
+    frame, info = build_manifest(brats2020, "brats2020", "d")
+    data = brats2020 / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"
+    assert list(frame["case"]) == ["BraTS20_Training_001", "BraTS20_Training_260", "BraTS20_Training_355"]
+    assert list(frame["patient"]) == list(frame["case"])
+    assert list(frame["group"]) == ["HGG", "LGG", "HGG"]
+    assert images(frame, BRATS_MODALITIES)[1] == [str(data / "BraTS20_Training_260" / f"BraTS20_Training_260_{m}.nii") for m in BRATS_MODALITIES]
+    assert list(frame["label"]) == [
+        str(data / "BraTS20_Training_001" / "BraTS20_Training_001_seg.nii"),
+        str(data / "BraTS20_Training_260" / "BraTS20_Training_260_seg.nii"),
+        str(data / "BraTS20_Training_355" / "W39_1998.09.19_Segm.nii"),
+    ]
+    assert info.modalities == BRATS_MODALITIES and info.convention == BRATS
+
+
+def test_brats2020_missing_training_label_is_reported_and_the_alias_is_355s_only(brats2020):
+    case = brats2020 / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001"
+    (case / "BraTS20_Training_001_seg.nii").rename(case / "W39_1998.09.19_Segm.nii")
+    with pytest.raises(GliosegError) as error:
+        build_manifest(brats2020, "brats2020", "d")
+    assert "1 of 3 cases are unusable" in error.value.message
+    assert "BraTS20_Training_001: missing label" in error.value.message
+
+
+# ---------------------------------------------------------------- BraTS 2023
+
+BRATS2023_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+
+
+@pytest.fixture
+def brats2023(tmp_path) -> Path:
+    training = tmp_path / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
+    for case in ("BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000"):
+        brats_case(training / case, "-", BRATS2023_MODALITIES, ".nii.gz", [0, 1, 2, 3])
+    validation = tmp_path / "ASNR-MICCAI-BraTS2023-GLI-Challenge-ValidationData"
+    brats_case(validation / "BraTS-GLI-00001-000", "-", BRATS2023_MODALITIES, ".nii.gz", [], labelled=False)
+    return tmp_path
+
+
+def test_brats2023_timepoints_share_a_patient(brats2023):
+    frame, info = build_manifest(brats2023, "brats2023", "d")
+    assert list(frame["case"]) == ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000"]
+    assert list(frame["patient"]) == ["BraTS-GLI-00000", "BraTS-GLI-00000", "BraTS-GLI-00002"]
+    assert list(frame["group"]) == ["", "", ""]
+    assert list(frame.columns[3:8]) == ["image_t1n", "image_t1c", "image_t2w", "image_t2f", "label"]
+    folder = brats2023 / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / "BraTS-GLI-00000-001"
+    assert images(frame, BRATS2023_MODALITIES)[1] == [str(folder / f"BraTS-GLI-00000-001-{m}.nii.gz") for m in BRATS2023_MODALITIES]
+    assert frame.loc[1, "label"] == str(folder / "BraTS-GLI-00000-001-seg.nii.gz")
+    assert info.modalities == BRATS2023_MODALITIES and info.convention == BRATS2023
+
+
+def test_brats2023_label_4_is_outside_its_convention(brats2023):
+    write_volume(brats2023 / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / "BraTS-GLI-00002-000" / "BraTS-GLI-00002-000-seg.nii.gz", [0, 2, 4])
+    with pytest.raises(GliosegError) as error:
+        build_manifest(brats2023, "brats2023", "d")
+    assert "1 of 3 cases are unusable" in error.value.message
+    assert "BraTS-GLI-00002-000: label values [4] outside the brats2023 convention [0, 1, 2, 3]" in error.value.message
+
+
+def test_a_case_found_twice_is_refused(brats2023):
+    training = brats2023 / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
+    shutil.copytree(training / "BraTS-GLI-00002-000", training / "copy" / "BraTS-GLI-00002-000")
+    with pytest.raises(GliosegError, match="case ids found more than once: BraTS-GLI-00002-000"):
+        get_layout("brats2023").find_cases(brats2023)
+
+
+# ---------------------------------------------------------------- custom
+
+CUSTOM = {
+    "cases": "*/*",
+    "modalities": {"t1c": "{case}_T1c.nii.gz", "flair": "anat/*FLAIR*.nii.gz"},
+    "label": "{case}_mask.nii.gz",
+    "labels": {1: ["WT"]},
+    "patient": r"^(?P<patient>P\d+)_",
+    "group": r"^(?P<group>[^/]+)/",
+}
+
+
+@pytest.fixture
+def custom_tree(tmp_path) -> Path:
+    for site, case in (("siteA", "P01_s1"), ("siteA", "P01_s2"), ("siteB", "P02_s1")):
+        write_case(tmp_path / site / case, [f"{case}_T1c.nii.gz", f"anat/{case}_FLAIR_reg.nii.gz"], f"{case}_mask.nii.gz", [0, 1])
+    return tmp_path
+
+
+def test_custom_layout_end_to_end_through_build_manifest(custom_tree, monkeypatch):
+    monkeypatch.setattr(manifest, "get_layout", lambda name: get_layout(name, CUSTOM))
+    frame, info = build_manifest(custom_tree, "custom", "d")
+    assert list(frame["case"]) == ["P01_s1", "P01_s2", "P02_s1"]
+    assert list(frame["patient"]) == ["P01", "P01", "P02"]
+    assert list(frame["group"]) == ["siteA", "siteA", "siteB"]
+    assert list(frame.columns[3:6]) == ["image_t1c", "image_flair", "label"]
+    folder = custom_tree / "siteB" / "P02_s1"
+    assert images(frame, ("t1c", "flair"))[2] == [str(folder / "P02_s1_T1c.nii.gz"), str(folder / "anat" / "P02_s1_FLAIR_reg.nii.gz")]
+    assert frame.loc[2, "label"] == str(folder / "P02_s1_mask.nii.gz")
+    assert info.layout == "custom" and info.modalities == ("t1c", "flair")
+    assert info.convention.members == {"WT": frozenset({1})} and info.convention.paint == (("WT", 1),)
+
+
+def test_custom_label_outside_the_map_is_reported(custom_tree, monkeypatch):
+    write_volume(custom_tree / "siteA" / "P01_s2" / "P01_s2_mask.nii.gz", [0, 1, 2])
+    monkeypatch.setattr(manifest, "get_layout", lambda name: get_layout(name, CUSTOM))
+    with pytest.raises(GliosegError, match=r"P01_s2: label values \[2\] outside the custom convention \[0, 1\]"):
+        build_manifest(custom_tree, "custom", "d")
+
+
+def test_custom_pattern_matching_two_files_is_an_error(custom_tree):
+    write_volume(custom_tree / "siteB" / "P02_s1" / "anat" / "P02_s1_FLAIR_raw.nii.gz")
+    with pytest.raises(GliosegError, match=r"case P02_s1: pattern 'anat/\*FLAIR\*.nii.gz' matches 2 files"):
+        get_layout("custom", CUSTOM).find_cases(custom_tree)
+
+
+def test_custom_patient_regex_must_match_every_case(custom_tree):
+    write_case(custom_tree / "siteB" / "control7", ["control7_T1c.nii.gz"], None, [])
+    with pytest.raises(GliosegError, match="captures no patient id in case 'control7'"):
+        get_layout("custom", CUSTOM).find_cases(custom_tree)
+
+
+@pytest.mark.parametrize(
+    "labels, convention",
+    [({1: ["TC", "WT"], 2: ["WT"], 4: ["TC", "WT", "ET"]}, BRATS), ({"3": ["ET", "TC", "WT"], "2": ["WT"], "1": ["WT", "TC"]}, BRATS2023)],
+)
+def test_custom_convention_reproduces_the_brats_ones(labels, convention):
+    built = custom_convention(labels)
+    assert built.members == convention.members and built.paint == convention.paint
+
+
+def test_custom_convention_paints_outermost_first_with_disjoint_inner_regions():
+    built = custom_convention({3: ["WT", "ET"], 1: ["WT", "TC"], 2: ["WT"]})
+    assert built.regions == ("TC", "WT", "ET")
+    assert built.paint == (("WT", 2), ("TC", 1), ("ET", 3))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"labels": {1: ["NCR"]}}, r"label 1 must list one or more regions among \['TC', 'WT', 'ET'\]"),
+        ({"labels": {0: ["WT"]}}, "label value 0 must be a positive integer"),
+        ({"labels": {1: ["TC", "WT"], 2: ["WT", "ET"], 3: ["TC", "ET"]}}, "regions TC and WT overlap without one containing the other"),
+        ({"labels": {1: ["WT", "TC"], 2: ["WT", "ET"]}}, "region WT has no label value of its own"),
+        ({"label_file": "x"}, r"unknown keys \['label_file'\]"),
+        ({"patient": r"^P\d+"}, r"needs a named group \(\?P<patient>...\)"),
+        ({"modalities": {}}, "'modalities' must map each modality name to a file pattern"),
+    ],
+)
+def test_bad_custom_spec_fails_early_and_clearly(change, message):
+    with pytest.raises(GliosegError, match=message) as error:
+        get_layout("custom", {**CUSTOM, **change})
+    assert error.value.message.startswith("custom layout: ") and "layout_options" in error.value.message
+
+
+def test_custom_spec_without_its_required_keys():
+    with pytest.raises(GliosegError, match=r"missing keys \['label', 'labels'\]"):
+        get_layout("custom", {"modalities": {"t1": "t1.nii.gz"}})
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_unknown_layout_lists_the_known_ones():
+    with pytest.raises(KeyError, match=r"unknown layout 'brats2022'; known layouts: \['brats2018', 'brats2019', 'brats2020', 'brats2021', 'brats2023', 'custom'\]"):
+        get_layout("brats2022")
+
+
+def test_options_go_only_to_layouts_that_take_them():
+    assert get_layout("brats2021").name == "brats2021"
+    with pytest.raises(GliosegError, match="the custom layout needs layout_options"):
+        get_layout("custom")
+    with pytest.raises(GliosegError, match="the brats2020 layout takes no layout_options"):
+        get_layout("brats2020", CUSTOM)
+
+
+def test_schema_enum_names_exactly_the_registered_layouts():
+    dataset = yaml.safe_load(SCHEMA.read_text())["definitions"]["dataset"]["properties"]
+    assert dataset["layout"]["enum"] == layout_names()
+    assert dataset["layout_options"] == {"type": "object"}
