@@ -19,6 +19,8 @@ from glioseg.errors import GliosegError
 log = logging.getLogger("glioseg")
 
 EXIT_USER_ERROR = 2
+EXIT_RESUMABLE = 75
+"""EX_TEMPFAIL: the job stopped on purpose with its state saved; run it again (Snakemake's --retries does)."""
 
 
 def _json_arg(text: str) -> dict:
@@ -79,13 +81,18 @@ def _fold_split(path: Path, fold: int) -> tuple[list[str], list[str]]:
     return fold_cases(json.loads(path.read_text(encoding="utf-8")), fold)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from glioseg.training.loop import FoldPaths, train_fold
+def cmd_train(args: argparse.Namespace) -> int:
+    from glioseg.training.loop import FoldPaths, TrainingInterrupted, train_fold
 
     properties = json.loads((args.cache / "properties.json").read_text(encoding="utf-8"))
     train, val = _fold_split(args.splits, args.fold)
     paths = FoldPaths(cache=args.cache, model=args.out_model, history=args.out_history, state=args.state)
-    train_fold(args.settings, paths, train, val, properties["regions"], len(properties["dataset"]["modalities"]))
+    try:
+        train_fold(args.settings, paths, train, val, properties["regions"], len(properties["dataset"]["modalities"]))
+    except TrainingInterrupted as stopped:
+        log.warning("%s in %s; run the job again to resume", stopped, paths.state)
+        return EXIT_RESUMABLE
+    return 0
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -247,11 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     log.info("glioseg %s", " ".join(sys.argv[1:] if argv is None else argv))
     try:
-        args.func(args)
+        return args.func(args) or 0
     except GliosegError as exc:
         log.error("%s", exc.message)
         return EXIT_USER_ERROR
-    return 0
 
 
 if __name__ == "__main__":

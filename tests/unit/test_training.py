@@ -96,3 +96,50 @@ def test_model_file_rebuilds_the_network_without_pickled_code(cache, tmp_path):
     assert model(torch.zeros(1, 4, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     assert list(pd.read_csv(tmp_path / "history.csv").columns) == [
         "epoch", "train_loss", "val_dice_TC", "val_dice_WT", "val_dice_ET", "val_dice_mean", "lr", "seconds"]
+
+
+def test_a_stop_signal_mid_epoch_saves_exits_75_and_the_rerun_matches(cache, tmp_path, monkeypatch):
+    """SLURM's warning signal arrives during a step; the CLI saves, exits 75, and the re-run resumes exactly."""
+    import json
+    import os
+    import signal
+
+    from glioseg.cli import EXIT_RESUMABLE, main
+    from glioseg.losses import build_loss
+
+    splits = tmp_path / "folds.json"
+    splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
+    spec = settings(epochs=3)
+
+    def train(root) -> int:
+        return main(["train", "--cache", str(cache), "--splits", str(splits), "--fold", "0", "--settings", json.dumps(spec),
+                     "--out-model", str(root / "model.pt"), "--out-history", str(root / "history.csv"),
+                     "--state", str(root / "state")])
+
+    assert train(tmp_path / "straight") == 0
+
+    calls = {"n": 0}
+
+    def signalling_loss(loss_spec):
+        loss = build_loss(loss_spec)
+
+        def forward(logits, target):
+            calls["n"] += 1
+            if calls["n"] == 3:  # the first of epoch 2's two steps
+                os.kill(os.getpid(), signal.SIGUSR1)
+            return loss(logits, target)
+
+        return forward
+
+    monkeypatch.setattr(loop, "build_loss", signalling_loss)
+    assert train(tmp_path / "resumed") == EXIT_RESUMABLE
+    state = checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")
+    assert state["epoch"] == 1 and len(state["epoch_losses"]) == 1
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers restored after the run
+    monkeypatch.setattr(loop, "build_loss", build_loss)
+    assert train(tmp_path / "resumed") == 0
+
+    a, b = checkpoint.load(tmp_path / "straight" / "model.pt"), checkpoint.load(tmp_path / "resumed" / "model.pt")
+    assert same_weights(a["state_dict"], b["state_dict"]) and a["epoch"] == b["epoch"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns="seconds"),
+                                  pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns="seconds"))

@@ -55,7 +55,7 @@ def _nifti(folder: Path, stem: str) -> Path | None:
 
 
 def _is_debris(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") or part == "__NONE" for part in path.relative_to(root).parts)
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
 
 
 def _case_folders(root: Path, pattern: re.Pattern[str]) -> list[Path]:
@@ -113,7 +113,7 @@ def _graded_cases(root: Path, case_prefix: str) -> list[CaseFiles]:
     ``MICCAI_BraTS_<year>_Data_Validation/``, ungraded and unlabelled). Each
     case is its own patient: these releases publish no cross-case patient ids.
     """
-    pattern = re.compile(rf"^{re.escape(case_prefix)}_\w+$")
+    pattern = re.compile(rf"^{re.escape(case_prefix)}_\w+$", re.IGNORECASE)  # re-uploads vary the prefix's case
     cases = (
         CaseFiles(
             case=folder.name,
@@ -131,7 +131,7 @@ def _graded_cases(root: Path, case_prefix: str) -> list[CaseFiles]:
 def _brats2018_cases(root: Path) -> list[CaseFiles]:
     """Kaggle ``sanglequang/brats2018``: ``MICCAI_BraTS_2018_Data_Training/{HGG,LGG}/Brats18_<site>_<id>_1/...``.
 
-    Note the lower-case ``Brats18_`` prefix (2019 writes ``BraTS19_``).
+    Note the ``Brats18_`` prefix (2019 writes ``BraTS19_``); prefixes match case-insensitively.
     ``survival_data.csv`` beside ``HGG``/``LGG`` is not read.
     """
     return _graded_cases(root, "Brats18")

@@ -4,14 +4,23 @@ The run is a pure function of the settings, the fold and the seed: the model
 is initialised from the seed, each epoch's batches from (seed, epoch), and the
 full state is saved after every epoch, so a job killed at any point and run
 again ends with exactly the weights of an uninterrupted run.
+
+On a cluster a training outlives the partition's time limit. SLURM can warn a
+job with a signal before the limit (``--signal=USR1@<seconds>``); SIGUSR1 or
+SIGTERM makes the loop save its state after the current step, mid-epoch if
+need be, and stop with :class:`TrainingInterrupted`, so that the retried job
+resumes exactly where this one stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
+from collections.abc import Callable, Iterator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +79,36 @@ class Run:
     epoch: int = 0
     best_metric: float = -1.0
     best_epoch: int = 0
-    history: list[dict[str, float]] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    """Losses of the steps already taken in an epoch that was interrupted."""
+
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving its state; running the job again resumes it."""
+
+
+class StopRequest:
+    """Remembers a stop signal so the loop can finish its step and save before exiting."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+        log.warning("received %s: saving state after this step, then stopping", signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator["StopRequest"]:
+        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def select_device() -> torch.device:
@@ -83,7 +121,7 @@ def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], 
     optimizer = build_optimizer(settings["optimizer"], model.parameters())
     scheduler = build_scheduler(settings["scheduler"], optimizer, settings["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings["amp"])
-    return Run(model, optimizer, scheduler, scaler, history=[])
+    return Run(model, optimizer, scheduler, scaler)
 
 
 def _save_state(run: Run, path: Path, digest: str) -> None:
@@ -98,6 +136,7 @@ def _save_state(run: Run, path: Path, digest: str) -> None:
             "best_metric": run.best_metric,
             "best_epoch": run.best_epoch,
             "history": run.history,
+            "epoch_losses": run.epoch_losses,
             "rng": checkpoint.rng_state(),
         },
         path,
@@ -117,16 +156,24 @@ def _resume(run: Run, path: Path, digest: str) -> bool:
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
     run.epoch, run.best_metric, run.best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
-    run.history = list(state["history"])
+    run.history, run.epoch_losses = list(state["history"]), list(state["epoch_losses"])
     checkpoint.restore_rng_state(state["rng"])
-    log.info("resuming from %s after epoch %d (best mean Dice %.4f at epoch %d)", path, run.epoch, run.best_metric, run.best_epoch)
+    log.info("resuming from %s after epoch %d and %d steps of the next (best mean Dice %.4f at epoch %d)", path, run.epoch,
+             len(run.epoch_losses), run.best_metric, run.best_epoch)
     return True
 
 
-def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp: bool) -> float:
+def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp: bool, stop: StopRequest,
+                 save: Callable[[], None]) -> float:
+    """One pass over the loader; the steps an interrupted attempt already took are replayed, not retrained.
+
+    Replaying draws those batches again (without training on them) so that
+    the random transforms of the remaining batches match an uninterrupted run.
+    """
     run.model.train()
-    losses = []
-    for batch in loader:
+    for index, batch in enumerate(loader):
+        if index < len(run.epoch_losses):
+            continue
         image, label = batch["image"].to(device), batch["label"].to(device)
         run.optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
@@ -134,8 +181,14 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
-        losses.append(float(loss.detach()))
-    return float(np.mean(losses))
+        run.epoch_losses.append(float(loss.detach()))
+        if stop.signal is not None:
+            save()
+            raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signal).name} in epoch {run.epoch + 1} after "
+                                      f"{len(run.epoch_losses)} steps; state saved")
+    mean_loss = float(np.mean(run.epoch_losses))
+    run.epoch_losses = []
+    return mean_loss
 
 
 def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torch.device) -> np.ndarray:
@@ -150,8 +203,16 @@ def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torc
 
 def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
                in_channels: int, device: torch.device | None = None) -> pd.DataFrame:
-    """Train (or resume) one fold, then write the best model and the per-epoch history."""
-    device = device or select_device()
+    """Train (or resume) one fold, then write the best model and the per-epoch history.
+
+    Raises :class:`TrainingInterrupted` after saving the state when a stop signal arrives.
+    """
+    with StopRequest().listening() as stop:
+        return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device or select_device(), stop)
+
+
+def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
+                in_channels: int, device: torch.device, stop: StopRequest) -> pd.DataFrame:
     digest = checkpoint.fingerprint(settings, train_cases, val_cases)
     run = _new_run(settings, in_channels, regions, device)
     _resume(run, paths.last, digest)
@@ -166,8 +227,8 @@ def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[
     for epoch in bar:
         started = time.perf_counter()
         loader = train_loader(train_items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"], epoch)
-        row: dict[str, float] = {"epoch": epoch, "train_loss": _train_epoch(run, loader, loss_fn, device, amp),
-                                 "lr": run.optimizer.param_groups[0]["lr"]}
+        loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, digest))
+        row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         run.scheduler.step()
         if epoch % settings["validate_every"] == 0 or epoch == settings["epochs"]:
             dice = validate(run.model, val_loader, settings, device)
