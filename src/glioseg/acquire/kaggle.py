@@ -2,11 +2,10 @@
 
 Why the care:
 
-* ``import kaggle`` authenticates at import time: without credentials it prints
-  a help text and creates a config folder, and ``KaggleApi.authenticate()``
+* ``import kaggle`` creates the client's config folder and authenticates:
+  without credentials it prints a help text, and ``KaggleApi.authenticate()``
   calls ``exit(1)``. So :func:`check_credentials` looks for credentials itself,
-  exactly where the client does, and the client is imported only once some
-  were found.
+  where the client does, and the client is imported only once some were found.
 * The client's own unzip has no safety filter and deletes the archive, so it
   only downloads (``unzip=False``); :mod:`glioseg.acquire.extract` extracts.
 * The client checks a download by Content-Length only, and on a resumed or
@@ -26,6 +25,7 @@ it call ``http://localhost/api/v1/...`` (port 80), which the tests use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,6 +48,7 @@ OFFLINE = (
 )
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERBOSE_FLAGS = ("--verbose", "-v")
+_CLIENT_SIZE_CHECK = "does not match expected size"  # the message of the client's ValueError
 
 
 def check_credentials() -> None:
@@ -130,8 +131,9 @@ def _has_token() -> bool:
     if os.environ.get("KAGGLE_API_TOKEN"):
         return True
     files = ["~/.kaggle/access_token", "~/.kaggle/access_token.txt"]
-    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") and os.environ.get("KAGGLE_API_V1_TOKEN"):
-        files.append(os.environ["KAGGLE_API_V1_TOKEN"])  # inside a Kaggle notebook
+    in_notebook = all(os.environ.get(name) for name in ("KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_DATA_PROXY_URL"))
+    if in_notebook and os.environ.get("KAGGLE_API_V1_TOKEN"):
+        files.append(os.environ["KAGGLE_API_V1_TOKEN"])
     return any(_non_empty(Path(name).expanduser()) for name in files)
 
 
@@ -172,6 +174,8 @@ def _fetch(slug: str, work: Path) -> Path:
         _authenticate(api, slug)
         api.dataset_download_files(slug, path=str(work), quiet=False, unzip=False)
     except Exception as exc:
+        with contextlib.suppress(OSError):
+            work.rmdir()  # kept only when it holds a partial download to resume
         error = _translate(exc, slug, work)
         if error is None:
             raise
@@ -206,22 +210,27 @@ def _translate(exc: Exception, slug: str, work: Path) -> GliosegError | None:
 
     Measured with kaggle 2.2.4: HTTP errors on the API call are ``requests.HTTPError``
     (with ``response.status_code``); a body shorter than its Content-Length, after the
-    client's retries, is ``requests.exceptions.ChunkedEncodingError`` (or the client's
-    own ``ValueError`` size check); no server / no network / DNS is ``requests.ConnectionError``.
+    client's retries, is ``requests.exceptions.ChunkedEncodingError``; no server / no
+    network / DNS is ``requests.ConnectionError``. The client's own size check raises
+    a ``ValueError`` (when the transport let a wrong length through).
     """
     import requests
 
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return _http_error(exc.response.status_code, slug)
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, ValueError)):
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError) or (
+        isinstance(exc, ValueError) and _CLIENT_SIZE_CHECK in str(exc)
+    ):
         return GliosegError(
-            f"the download of Kaggle dataset {slug} broke off: fewer bytes arrived than the server announced",
+            f"the download of Kaggle dataset {slug} is incomplete: the connection broke off before all "
+            "the bytes the server announced had arrived",
             hint=f"Run again: the partial file in {work} is kept and the download resumes. {OFFLINE}",
         )
     if isinstance(exc, requests.RequestException):
         return GliosegError(
             f"could not reach Kaggle to download dataset {slug}: {_network_reason(exc)}",
-            hint=f"Check the network connection (and any proxy settings), then run again. {OFFLINE}",
+            hint="Check the network connection (and any proxy settings), then run again; a partial "
+            f"download is kept and resumed. {OFFLINE}",
         )
     if isinstance(exc, OSError):
         return GliosegError(
@@ -297,8 +306,8 @@ def _check_zip(downloaded: Path, slug: str, final: Path) -> None:
     doing it here too would read a multi-GB archive twice.
     """
     try:
-        with zipfile.ZipFile(downloaded) as zf:
-            zf.infolist()
+        with zipfile.ZipFile(downloaded):  # opening parses the central directory
+            pass
     except (zipfile.BadZipFile, EOFError) as exc:
         raise GliosegError(
             f"the download of Kaggle dataset {slug} is not a readable zip (truncated or corrupt); it was deleted",
