@@ -28,12 +28,16 @@ include: "workflow/rules/report.smk"
 
 localrules:
     all,
-    synthesize,
+    acquire,
     extract,
     summarize,
     plot_curves,
     plot_boxplots,
     plot_montage,
+
+
+onstart:
+    check_kaggle_credentials()
 
 
 rule all:

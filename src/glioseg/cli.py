@@ -37,23 +37,33 @@ def _fold_path(text: str) -> tuple[int, Path]:
     return int(fold), Path(path)
 
 
-def cmd_synthesize(args: argparse.Namespace) -> None:
-    from glioseg.datasets.synthetic import SyntheticSpec, write_sample_archive
+def cmd_acquire(args: argparse.Namespace) -> None:
+    """Synthesise the sample or download from Kaggle: either way, one archive at ``--out``."""
+    if "synthetic" in args.source:
+        from glioseg.datasets.synthetic import SyntheticSpec, write_sample_archive
 
-    spec = {k: tuple(v) if isinstance(v, list) else v for k, v in args.spec.items()}
-    write_sample_archive(SyntheticSpec(**spec), args.out)
+        write_sample_archive(SyntheticSpec(**args.source["synthetic"]), args.out)
+    elif "kaggle" in args.source:
+        from glioseg.acquire.kaggle import download_dataset
+
+        download_dataset(args.source["kaggle"], args.out, sha256=args.sha256)
+    else:
+        raise GliosegError(f"nothing to acquire for source {sorted(args.source)}", hint="use a synthetic: or kaggle: source.")
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    from glioseg.acquire.checksum import verify_sha256
     from glioseg.acquire.extract import extract_archive
 
+    if args.sha256:
+        verify_sha256(args.archive, args.sha256)
     extract_archive(args.archive, args.out)
 
 
 def cmd_manifest(args: argparse.Namespace) -> None:
     from glioseg.manifest import build_manifest, write_manifest
 
-    frame, info = build_manifest(args.raw, args.layout, args.dataset)
+    frame, info = build_manifest(args.raw, args.layout, args.dataset, args.layout_options)
     write_manifest(frame, info, args.out_csv, args.out_json)
 
 
@@ -163,17 +173,21 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("synthesize", cmd_synthesize, "Write the synthetic sample dataset as a BraTS 2021-layout zip archive.")
-    p.add_argument("--spec", type=_json_arg, default={}, help="SyntheticSpec fields as JSON")
+    p = command("acquire", cmd_acquire, "Get a dataset's archive: synthesise the sample, or download it from Kaggle.")
+    p.add_argument("--source", type=_json_arg, required=True,
+                   help='the dataset\'s source as JSON: {"synthetic": {...}} or {"kaggle": "OWNER/NAME"}')
+    p.add_argument("--sha256", help="expected SHA-256 of the downloaded archive")
     p.add_argument("--out", type=Path, required=True)
 
     p = command("extract", cmd_extract, "Extract an archive safely and atomically (archives inside it too).")
     p.add_argument("--archive", type=Path, required=True)
+    p.add_argument("--sha256", help="verify the archive's SHA-256 first")
     p.add_argument("--out", type=Path, required=True)
 
     p = command("manifest", cmd_manifest, "Find and validate every case of an extracted dataset; write its manifest.")
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--layout", required=True)
+    p.add_argument("--layout-options", type=_json_arg, default={}, help="the custom layout's options as JSON")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--out-json", type=Path, required=True)

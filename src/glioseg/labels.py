@@ -52,8 +52,6 @@ BRATS2023 = LabelConvention(
     paint=(("WT", 2), ("TC", 1), ("ET", 3)),
 )
 
-CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS, BRATS2023)}
-
 
 def unexpected_labels(label: np.ndarray, convention: LabelConvention) -> list[int]:
     """Label values present in ``label`` that ``convention`` does not define."""

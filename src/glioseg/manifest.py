@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from glioseg.atomic import write_csv, write_json
 from glioseg.datasets.layouts import CaseFiles, Layout, get_layout
 from glioseg.errors import GliosegError
-from glioseg.labels import CONVENTIONS, LabelConvention, unexpected_labels
+from glioseg.labels import LabelConvention, unexpected_labels
 from glioseg.nifti import load_image, read_volume
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,12 @@ class DatasetInfo:
     convention: LabelConvention
 
     def to_json(self) -> dict:
-        return {"name": self.name, "layout": self.layout, "modalities": list(self.modalities), "label_convention": self.convention.name}
+        convention = {
+            "name": self.convention.name,
+            "members": {region: sorted(values) for region, values in self.convention.members.items()},
+            "paint": [list(pair) for pair in self.convention.paint],
+        }
+        return {"name": self.name, "layout": self.layout, "modalities": list(self.modalities), "label_convention": convention}
 
 
 def image_column(modality: str) -> str:
@@ -100,9 +106,13 @@ def _row(files: CaseFiles) -> dict[str, str]:
     return row
 
 
-def build_manifest(raw: str | Path, layout_name: str, dataset: str) -> tuple[pd.DataFrame, DatasetInfo]:
-    """Find and validate every case under ``raw``; raise one error naming every bad case."""
-    layout = get_layout(layout_name)
+def build_manifest(raw: str | Path, layout_name: str, dataset: str,
+                   options: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, DatasetInfo]:
+    """Find and validate every case under ``raw``; raise one error naming every bad case.
+
+    ``options`` are the dataset's ``layout_options`` (the ``custom`` layout's file patterns and labels).
+    """
+    layout = get_layout(layout_name, options)
     root = Path(raw)
     if not root.is_dir():
         raise GliosegError("dataset folder not found", path=root, hint="run the acquire step first, or fix the dataset's source path.")
@@ -144,8 +154,15 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def read_dataset_info(path: str | Path) -> DatasetInfo:
+    """Read a manifest sidecar; the label convention is stored in full, so custom conventions survive."""
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), CONVENTIONS[payload["label_convention"]])
+    stored = payload["label_convention"]
+    convention = LabelConvention(
+        name=stored["name"],
+        members={region: frozenset(values) for region, values in stored["members"].items()},
+        paint=tuple((region, int(value)) for region, value in stored["paint"]),
+    )
+    return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), convention)
 
 
 def modality_columns(frame: pd.DataFrame, modalities: Sequence[str]) -> list[str]:

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from glioseg import manifest
 from glioseg.datasets.layouts import custom_convention, get_layout, layout_names
 from glioseg.errors import GliosegError
 from glioseg.labels import BRATS, BRATS2023
-from glioseg.manifest import build_manifest
+from glioseg.manifest import build_manifest, read_dataset_info, write_manifest
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 SHAPE = (8, 8, 6)
@@ -189,9 +188,8 @@ def custom_tree(tmp_path) -> Path:
     return tmp_path
 
 
-def test_custom_layout_end_to_end_through_build_manifest(custom_tree, monkeypatch):
-    monkeypatch.setattr(manifest, "get_layout", lambda name: get_layout(name, CUSTOM))
-    frame, info = build_manifest(custom_tree, "custom", "d")
+def test_custom_layout_end_to_end_through_build_manifest(custom_tree, tmp_path_factory):
+    frame, info = build_manifest(custom_tree, "custom", "d", CUSTOM)
     assert list(frame["case"]) == ["P01_s1", "P01_s2", "P02_s1"]
     assert list(frame["patient"]) == ["P01", "P01", "P02"]
     assert list(frame["group"]) == ["siteA", "siteA", "siteB"]
@@ -201,13 +199,15 @@ def test_custom_layout_end_to_end_through_build_manifest(custom_tree, monkeypatc
     assert frame.loc[2, "label"] == str(folder / "P02_s1_mask.nii.gz")
     assert info.layout == "custom" and info.modalities == ("t1c", "flair")
     assert info.convention.members == {"WT": frozenset({1})} and info.convention.paint == (("WT", 1),)
+    out = tmp_path_factory.mktemp("manifest")
+    write_manifest(frame, info, out / "d.csv", out / "d.json")
+    assert read_dataset_info(out / "d.json") == info  # the custom convention survives the sidecar
 
 
-def test_custom_label_outside_the_map_is_reported(custom_tree, monkeypatch):
+def test_custom_label_outside_the_map_is_reported(custom_tree):
     write_volume(custom_tree / "siteA" / "P01_s2" / "P01_s2_mask.nii.gz", [0, 1, 2])
-    monkeypatch.setattr(manifest, "get_layout", lambda name: get_layout(name, CUSTOM))
     with pytest.raises(GliosegError, match=r"P01_s2: label values \[2\] outside the custom convention \[0, 1\]"):
-        build_manifest(custom_tree, "custom", "d")
+        build_manifest(custom_tree, "custom", "d", CUSTOM)
 
 
 def test_custom_pattern_matching_two_files_is_an_error(custom_tree):

@@ -12,7 +12,7 @@ from .conftest import CONFIGS, ROOT, planned_jobs, snakemake
 def test_default_config_plans_the_whole_study(workdir):
     jobs = planned_jobs(snakemake(workdir, "-n", configfile=ROOT / "config.yaml"))
     assert jobs == {
-        "synthesize": 1, "extract": 1, "manifest": 1, "split": 1, "preprocess": 1,
+        "acquire": 1, "extract": 1, "manifest": 1, "split": 1, "preprocess": 1,
         "train": 5, "infer": 5, "score": 5,
         "summarize": 1, "plot_curves": 1, "plot_boxplots": 1, "plot_montage": 1, "all": 1,
     }
@@ -57,5 +57,29 @@ def test_an_on_disk_folder_is_read_in_place(workdir, tiny_raw):
     path = workdir / "disk.yaml"
     path.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(workdir, "-n", configfile=path))
-    assert "synthesize" not in jobs and "extract" not in jobs
+    assert "acquire" not in jobs and "extract" not in jobs
     assert jobs["manifest"] == 1 and jobs["train"] == 4
+
+
+def kaggle_config(workdir, tmp_home):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["datasets"]["tiny"]["source"] = {"kaggle": "someone/brats-mirror"}
+    path = workdir / "kaggle.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_missing_kaggle_credentials_stop_the_run_before_any_job(workdir, tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    path = kaggle_config(workdir, home)
+    dry = snakemake(workdir, "-n", configfile=path)
+    assert planned_jobs(dry)["acquire"] == 1  # planning needs no credentials
+    result = snakemake(workdir, configfile=path)
+    assert result.returncode != 0
+    assert "datasets ['tiny'] must be downloaded from Kaggle" in result.output
+    assert "source: {path:" in result.output  # the on-disk alternative is offered
+    assert not (workdir / "results").exists()
+    assert not (home / ".kaggle").exists()

@@ -122,7 +122,7 @@ def test_changing_inference_settings_does_not_retrain(study):
 def test_changing_preprocessing_reruns_that_dataset_and_downstream_only(study):
     path = edited(study, lambda c: c["datasets"]["tiny"]["preprocess"].update(margin=2))
     jobs = planned_jobs(snakemake(study, "-n", configfile=path))
-    assert not {"synthesize", "extract", "manifest", "split"} & set(jobs)
+    assert not {"acquire", "extract", "manifest", "split"} & set(jobs)
     assert jobs["preprocess"] == 1 and jobs["train"] == 4 and jobs["infer"] == 4 and jobs["score"] == 4
 
 

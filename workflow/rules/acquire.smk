@@ -1,18 +1,19 @@
-# Getting each dataset onto disk: synthesise the sample or take the user's archive,
-# then extract it safely. Both run on the login node (localrules).
+# Getting each dataset onto disk: synthesise the sample or download it from Kaggle
+# (login node: both are localrules), then extract the archive safely.
 
 
-rule synthesize:
+rule acquire:
     output:
         f"{R}/downloads/{{dataset}}/{{dataset}}.zip",
     params:
-        spec=lambda w: canonical_json(DATASETS[w.dataset]["source"]["synthetic"]),
+        source=lambda w: canonical_json(DATASETS[w.dataset]["source"]),
+        sha256=lambda w: sha256_option(w.dataset),
     log:
-        f"{R}/downloads/{{dataset}}/synthesize.log",
+        f"{R}/downloads/{{dataset}}/acquire.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} synthesize --spec {params.spec:q} --out {output}"
+        "glioseg --log {log} acquire --source {params.source:q} {params.sha256} --out {output}"
 
 
 rule extract:
@@ -20,9 +21,11 @@ rule extract:
         archive_of,
     output:
         directory(f"{R}/raw/{{dataset}}"),
+    params:
+        sha256=lambda w: sha256_option(w.dataset) if source_path(w.dataset) else "",
     log:
         f"{R}/logs/extract/{{dataset}}.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} extract --archive {input:q} --out {output:q}"
+        "glioseg --log {log} extract --archive {input:q} {params.sha256} --out {output:q}"

@@ -26,6 +26,29 @@ DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
 
 
+def check_kaggle_credentials():
+    """Fail before any job runs when a Kaggle download is due and the client has no credentials.
+
+    Called from ``onstart``, so a dry run, a lint or a cluster job re-reading
+    this file needs no credentials, and neither does a dataset whose archive
+    or extracted folder is already on disk.
+    """
+    due = [
+        name
+        for name, spec in DATASETS.items()
+        if "kaggle" in spec["source"]
+        and not Path(f"{R}/downloads/{name}/{name}.zip").exists()
+        and not Path(f"{R}/raw/{name}").exists()
+    ]
+    if due:
+        from glioseg.acquire.kaggle import check_credentials
+
+        try:
+            check_credentials()
+        except GliosegError as error:
+            raise WorkflowError(f"datasets {due} must be downloaded from Kaggle. {error.message}") from None
+
+
 def canonical_json(value):
     """Params as JSON with sorted keys: reordering a YAML file must not re-run anything."""
     return json.dumps(value, sort_keys=True)
@@ -43,6 +66,11 @@ def archive_of(wildcards):
     """The archive a dataset is extracted from: synthesised, or the user's file."""
     path = source_path(wildcards.dataset)
     return path if path else f"{R}/downloads/{wildcards.dataset}/{wildcards.dataset}.zip"
+
+
+def sha256_option(dataset):
+    digest = DATASETS[dataset].get("sha256")
+    return f"--sha256 {digest}" if digest else ""
 
 
 def raw_dir(dataset):

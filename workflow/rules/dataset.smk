@@ -9,12 +9,14 @@ rule manifest:
         info=f"{R}/manifests/{{dataset}}.json",
     params:
         layout=lambda w: DATASETS[w.dataset]["layout"],
+        options=lambda w: canonical_json(DATASETS[w.dataset].get("layout_options", {})),
     log:
         f"{R}/manifests/{{dataset}}.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} manifest --raw {input:q} --layout {params.layout} --dataset {wildcards.dataset}"
+        "glioseg --log {log} manifest --raw {input:q} --layout {params.layout} --layout-options {params.options:q}"
+        " --dataset {wildcards.dataset}"
         " --out-csv {output.csv} --out-json {output.info}"
 
 

@@ -26,7 +26,6 @@ it call ``http://localhost/api/v1/...`` (port 80), which the tests use.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from glioseg.acquire.checksum import sha256_of
 from glioseg.errors import GliosegError
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ def _check_zip(downloaded: Path, slug: str, final: Path) -> None:
 
 
 def _check_sha256(downloaded: Path, slug: str, expected: str, final: Path) -> None:
-    actual = _sha256(downloaded)
+    actual = sha256_of(downloaded)
     if actual != expected.strip().lower():
         raise GliosegError(
             f"the download of Kaggle dataset {slug} has SHA-256 {actual}, but the config expects "
@@ -327,10 +327,3 @@ def _check_sha256(downloaded: Path, slug: str, expected: str, final: Path) -> No
             f"otherwise run again to download it afresh. {OFFLINE}",
         )
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
