@@ -16,6 +16,8 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     dataset="|".join(DATASETS),
     experiment="|".join(EXPERIMENTS),
+    train="|".join(DATASETS),
+    evaluated="|".join(DATASETS),
     fold=r"\d+",
 
 

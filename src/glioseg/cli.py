@@ -106,20 +106,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
+    from glioseg.evaluation import cases_for
     from glioseg.inference import infer_cases
     from glioseg.manifest import read_dataset_info, read_manifest
 
-    _, val = _fold_split(args.splits, args.fold)
-    infer_cases(args.model, args.cache, read_manifest(args.manifest), read_dataset_info(args.info), val, args.settings, args.out)
+    cases = cases_for(args.splits, args.fold, args.subset, args.exclude)
+    infer_cases(args.model, args.cache, read_manifest(args.manifest), read_dataset_info(args.info), cases, args.settings, args.out)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
     from glioseg.atomic import write_csv
+    from glioseg.evaluation import cases_for
     from glioseg.manifest import read_dataset_info, read_manifest
     from glioseg.scoring import score_predictions
 
-    _, val = _fold_split(args.splits, args.fold)
-    scores = score_predictions(args.predictions, read_manifest(args.manifest), read_dataset_info(args.info), val,
+    cases = cases_for(args.splits, args.fold, args.subset, args.exclude)
+    scores = score_predictions(args.predictions, read_manifest(args.manifest), read_dataset_info(args.info), cases,
                                args.experiment, args.fold)
     write_csv(args.out, scores)
     means = scores.groupby("region")["dice"].mean()
@@ -155,11 +157,14 @@ def cmd_plot_montage(args: argparse.Namespace) -> None:
 
 
 def _fold_inputs(p: argparse.ArgumentParser) -> None:
-    """The dataset files and the fold that select which cases a stage works on."""
+    """The dataset files, the fold and the subset that select which cases a stage works on."""
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--info", type=Path, required=True)
     p.add_argument("--splits", type=Path, required=True)
-    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--fold", type=int, required=True, help="the fold whose model is evaluated")
+    p.add_argument("--subset", choices=("val", "test", "all"), default="val",
+                   help="val: the fold's validation cases; test: the held-out cases; all: every case (another dataset)")
+    p.add_argument("--exclude", type=Path, help="overlap table whose case_b cases are left out")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -216,14 +221,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-history", type=Path, required=True)
     p.add_argument("--state", type=Path, required=True, help="folder for last.pt/best.pt, kept across failed attempts")
 
-    p = command("infer", cmd_infer, "Predict a fold's validation cases; NIfTI label maps in the original geometry.")
+    p = command("infer", cmd_infer, "Predict an evaluation's cases; NIfTI label maps in the original geometry.")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--cache", type=Path, required=True)
     _fold_inputs(p)
     p.add_argument("--settings", type=_json_arg, required=True, help="the experiment's inference settings as JSON")
     p.add_argument("--out", type=Path, required=True)
 
-    p = command("score", cmd_score, "Score a fold's predictions per case and region (Dice, HD95, sensitivity, specificity).")
+    p = command("score", cmd_score, "Score an evaluation's predictions per case and region (Dice, HD95, sensitivity, specificity).")
     p.add_argument("--predictions", type=Path, required=True)
     _fold_inputs(p)
     p.add_argument("--experiment", required=True)

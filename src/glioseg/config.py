@@ -69,6 +69,19 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                 path=source,
                 hint=f"use one of {sorted(datasets)} or add it under 'datasets'.",
             )
+        for evaluation in experiment.get("evaluate", []):
+            if evaluation["dataset"] not in datasets:
+                raise GliosegError(
+                    f"experiment '{name}' is evaluated on dataset '{evaluation['dataset']}', which is not defined",
+                    path=source,
+                    hint=f"use one of {sorted(datasets)} or add it under 'datasets'.",
+                )
+            if evaluation["dataset"] == experiment["dataset"]:
+                raise GliosegError(
+                    f"experiment '{name}' lists its own training dataset '{experiment['dataset']}' under evaluate",
+                    path=source,
+                    hint="each fold is already scored on its own validation cases; list only other datasets.",
+                )
         n_folds = datasets[experiment["dataset"]]["split"]["folds"]
         bad = [k for k in experiment.get("folds", []) if k >= n_folds]
         if bad:
@@ -96,7 +109,7 @@ def training_settings(config: Mapping[str, Any], experiment: str) -> dict[str, A
     """
     spec = copy.deepcopy(dict(config["experiments"][experiment]))
     spec.setdefault("seed", config["seed"])
-    for key in ("inference", "resources", "folds"):
+    for key in ("inference", "resources", "folds", "evaluate"):
         spec.pop(key, None)
     spec["name"] = experiment
     return spec

@@ -70,6 +70,13 @@ def infer_cases(model_path: str | Path, cache_dir: str | Path, manifest: pd.Data
     """Write ``<case>.nii.gz`` for each case into ``out_dir`` (atomically, as one folder)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, payload = load_model(model_path, device)
+    if payload["in_channels"] != len(info.modalities):
+        raise GliosegError(
+            f"the model takes {payload['in_channels']} modalities but dataset '{info.name}' has {len(info.modalities)} "
+            f"({', '.join(info.modalities)})",
+            path=model_path,
+            hint="evaluate only on datasets with the training dataset's modalities, in the same order.",
+        )
     properties = json.loads((Path(cache_dir) / "properties.json").read_text(encoding="utf-8"))["cases"]
     rows = manifest.set_index("case")
     missing = sorted(set(cases) - set(properties))

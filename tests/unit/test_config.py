@@ -45,6 +45,9 @@ def test_the_shipped_configs_are_valid():
         (lambda c: c["experiments"]["e"].update(dataset="nope"), r"trains on dataset 'nope', which is not defined"),
         (lambda c: c["experiments"]["e"].update(folds=[0, 5]), r"asks for folds \[5\], but dataset 'd' has 5 folds"),
         (lambda c: c.update(extra=1), r"\(top level\): Additional properties are not allowed"),
+        (lambda c: c["experiments"]["e"].update(evaluate=[{"dataset": "other"}]), r"evaluated on dataset 'other', which is not"),
+        (lambda c: c["experiments"]["e"].update(evaluate=[{"dataset": "d"}]), r"lists its own training dataset 'd'"),
+        (lambda c: c["experiments"]["e"].update(evaluate=[{"dataset": "d", "subset": "train"}]), r"'train' is not one of"),
     ],
 )
 def test_bad_config_fails_with_one_clear_message(change, message):
@@ -66,7 +69,7 @@ def test_training_settings_hold_only_what_changes_the_training():
     config = validate_config(minimal(), SCHEMA)
     settings = training_settings(config, "e")
     assert settings["name"] == "e" and settings["seed"] == 2026
-    assert not {"inference", "resources", "folds"} & set(settings)
+    assert not {"inference", "resources", "folds", "evaluate"} & set(settings)
     config["experiments"]["e"]["inference"]["overlap"] = 0.75
     assert training_settings(config, "e") == settings
     assert inference_settings(config, "e")["overlap"] == 0.75

@@ -83,3 +83,21 @@ def test_missing_kaggle_credentials_stop_the_run_before_any_job(workdir, tmp_pat
     assert "source: {path:" in result.output  # the on-disk alternative is offered
     assert not (workdir / "results").exists()
     assert not (home / ".kaggle").exists()
+
+
+def test_cross_dataset_evaluation_plans_overlap_and_per_fold_jobs(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["datasets"]["other"] = {"source": {"synthetic": {"cases": 6, "shape": [48, 48, 32], "seed": 9}},
+                                   "layout": "brats2021", "split": {"folds": 2}}
+    config["experiments"]["unet_a"]["evaluate"] = [{"dataset": "other"}]
+    config["experiments"]["unet_b"]["evaluate"] = [{"dataset": "other", "exclude_overlap": False}]
+    path = workdir / "cross.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "-p", configfile=path)
+    jobs = planned_jobs(result)
+    assert jobs["overlap"] == 1  # one table per (training, evaluated) dataset pair, shared by both experiments
+    assert jobs["train"] == 4  # evaluating elsewhere trains nothing more
+    assert jobs["infer"] == jobs["score"] == 4 + 4
+    assert jobs["plot_montage"] == 4
+    assert "--exclude results/overlap/tiny/other.csv" in result.output
+    assert result.output.count("--subset all") == 2 * 4  # infer and score of the 4 cross-dataset evaluations

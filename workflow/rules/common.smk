@@ -81,13 +81,46 @@ def raw_dir(dataset):
     return f"{R}/raw/{dataset}"
 
 
+def evaluated_datasets(experiment):
+    """The experiment's own dataset, then every other dataset it is evaluated on."""
+    spec = EXPERIMENTS[experiment]
+    return [spec["dataset"], *(evaluation["dataset"] for evaluation in spec["evaluate"])]
+
+
 def evaluations():
-    """(experiment, fold, dataset) triples to infer and score: each fold on its own validation cases."""
+    """(experiment, fold, dataset) triples to infer and score."""
     return [
-        (experiment, fold, spec["dataset"])
-        for experiment, spec in EXPERIMENTS.items()
+        (experiment, fold, dataset)
+        for experiment in EXPERIMENTS
         for fold in experiment_folds(config, experiment)
+        for dataset in evaluated_datasets(experiment)
     ]
+
+
+def cross_evaluation(wildcards):
+    """The experiment's ``evaluate`` entry for this dataset; None on its own dataset."""
+    for evaluation in EXPERIMENTS[wildcards.experiment]["evaluate"]:
+        if evaluation["dataset"] == wildcards.dataset:
+            return evaluation
+    return None
+
+
+def subset_of(wildcards):
+    evaluation = cross_evaluation(wildcards)
+    return "val" if evaluation is None else evaluation["subset"]
+
+
+def overlap_tables(wildcards):
+    """The overlap table to exclude, as an input list: empty unless a cross-dataset evaluation excludes overlap."""
+    evaluation = cross_evaluation(wildcards)
+    if evaluation is None or not evaluation["exclude_overlap"]:
+        return []
+    return [f"{R}/overlap/{dataset_of(wildcards)}/{wildcards.dataset}.csv"]
+
+
+def exclude_option(wildcards):
+    tables = overlap_tables(wildcards)
+    return f"--exclude {tables[0]}" if tables else ""
 
 
 def score_files():
@@ -103,7 +136,7 @@ def experiment_resources(name):
 
 def final_targets():
     targets = [f"{R}/summary/summary.md", f"{R}/figures/score_boxplots.png"]
-    for experiment, spec in EXPERIMENTS.items():
+    for experiment in EXPERIMENTS:
         targets.append(f"{R}/figures/{experiment}/training_curves.png")
-        targets.append(f"{R}/figures/{experiment}/montage_{spec['dataset']}.png")
+        targets += [f"{R}/figures/{experiment}/montage_{dataset}.png" for dataset in evaluated_datasets(experiment)]
     return targets

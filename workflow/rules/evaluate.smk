@@ -1,4 +1,23 @@
-# Per (experiment, fold, dataset): predict the fold's validation cases, then score them.
+# Per (experiment, fold, dataset): predict the evaluation's cases, then score them. On the
+# experiment's own dataset these are the fold's validation cases; on another dataset, the
+# configured subset minus the cases that are the same scans as training cases.
+
+
+rule overlap:
+    input:
+        train_csv=f"{R}/manifests/{{train}}.csv",
+        train_info=f"{R}/manifests/{{train}}.json",
+        evaluated_csv=f"{R}/manifests/{{evaluated}}.csv",
+        evaluated_info=f"{R}/manifests/{{evaluated}}.json",
+    output:
+        f"{R}/overlap/{{train}}/{{evaluated}}.csv",
+    log:
+        f"{R}/logs/overlap/{{train}}/{{evaluated}}.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} overlap --train-manifest {input.train_csv} --train-info {input.train_info}"
+        " --evaluated-manifest {input.evaluated_csv} --evaluated-info {input.evaluated_info} --out {output}"
 
 
 rule infer:
@@ -8,10 +27,13 @@ rule infer:
         csv=f"{R}/manifests/{{dataset}}.csv",
         info=f"{R}/manifests/{{dataset}}.json",
         splits=f"{R}/splits/{{dataset}}/folds.json",
+        overlap=overlap_tables,
     output:
         directory(f"{R}/predictions/{{experiment}}/fold{{fold}}/{{dataset}}"),
     params:
         settings=lambda w: canonical_json(inference_settings(config, w.experiment)),
+        subset=subset_of,
+        exclude=exclude_option,
     log:
         f"{R}/logs/infer/{{experiment}}/fold{{fold}}/{{dataset}}.log",
     threads: lambda w: experiment_resources(w.experiment)["cpus"]
@@ -24,7 +46,7 @@ rule infer:
     shell:
         "glioseg --log {log} --threads {threads} infer --model {input.model} --cache {input.cache}"
         " --manifest {input.csv} --info {input.info} --splits {input.splits} --fold {wildcards.fold}"
-        " --settings {params.settings:q} --out {output}"
+        " --subset {params.subset} {params.exclude} --settings {params.settings:q} --out {output}"
 
 
 rule score:
@@ -33,12 +55,17 @@ rule score:
         csv=f"{R}/manifests/{{dataset}}.csv",
         info=f"{R}/manifests/{{dataset}}.json",
         splits=f"{R}/splits/{{dataset}}/folds.json",
+        overlap=overlap_tables,
     output:
         f"{R}/scores/{{experiment}}/fold{{fold}}/{{dataset}}.csv",
+    params:
+        subset=subset_of,
+        exclude=exclude_option,
     log:
         f"{R}/logs/score/{{experiment}}/fold{{fold}}/{{dataset}}.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
         "glioseg --log {log} score --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
-        " --splits {input.splits} --fold {wildcards.fold} --experiment {wildcards.experiment} --out {output}"
+        " --splits {input.splits} --fold {wildcards.fold} --subset {params.subset} {params.exclude}"
+        " --experiment {wildcards.experiment} --out {output}"

@@ -1,0 +1,53 @@
+"""Which cases an evaluation covers: a fold's own validation cases, or another dataset's.
+
+Infer and score both call :func:`evaluation_cases`, so a prediction folder
+and its score table always describe the same cases. Cases that also appear in
+the training data under another name (found by content, see
+``glioseg.datasets.overlap``) are removed from cross-dataset evaluations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from glioseg.errors import GliosegError
+from glioseg.splits import fold_cases
+
+SUBSETS = ("val", "test", "all")
+
+
+def evaluation_cases(folds: dict, fold: int, subset: str, exclude: set[str] = frozenset()) -> list[str]:
+    """The cases of a fold JSON to evaluate: ``val`` (fold ``fold``), ``test`` (held out) or ``all``; minus ``exclude``."""
+    if subset == "val":
+        _, cases = fold_cases(folds, fold)
+    elif subset == "test":
+        cases = [item["case"] for item in folds["testing"]]
+    elif subset == "all":
+        cases = [item["case"] for item in folds["training"] + folds["testing"]]
+    else:
+        raise ValueError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
+    return [case for case in cases if case not in exclude]
+
+
+def excluded_cases(overlap_csv: str | Path | None) -> set[str]:
+    """The evaluated dataset's cases listed in an overlap table (column ``case_b``); none without a table."""
+    if overlap_csv is None:
+        return set()
+    table = pd.read_csv(overlap_csv, dtype=str, keep_default_na=False)
+    if "case_b" not in table.columns:
+        raise GliosegError("not an overlap table: no case_b column", path=overlap_csv, hint="re-run the overlap step.")
+    return set(table["case_b"])
+
+
+def cases_for(splits: str | Path, fold: int, subset: str, overlap_csv: str | Path | None) -> list[str]:
+    """Read the fold JSON and the overlap table and return the cases to evaluate; an empty selection is an error."""
+    folds = json.loads(Path(splits).read_text(encoding="utf-8"))
+    cases = evaluation_cases(folds, fold, subset, excluded_cases(overlap_csv))
+    if not cases:
+        raise GliosegError(f"no cases left to evaluate (subset {subset}, fold {fold})", path=splits,
+                           hint="every case overlaps the training data or the subset is empty; check the overlap table "
+                           "or set exclude_overlap: false.")
+    return cases

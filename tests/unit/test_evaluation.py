@@ -1,0 +1,40 @@
+import json
+
+import pandas as pd
+import pytest
+
+from glioseg.errors import GliosegError
+from glioseg.evaluation import cases_for, evaluation_cases, excluded_cases
+
+FOLDS = {
+    "training": [{"fold": 0, "case": "a"}, {"fold": 1, "case": "b"}, {"fold": 0, "case": "c"}, {"fold": 1, "case": "d"}],
+    "testing": [{"case": "t1"}, {"case": "t2"}],
+}
+
+
+def test_subsets_select_validation_test_or_all_cases():
+    assert evaluation_cases(FOLDS, 0, "val") == ["a", "c"]
+    assert evaluation_cases(FOLDS, 1, "val") == ["b", "d"]
+    assert evaluation_cases(FOLDS, 0, "test") == ["t1", "t2"]
+    assert evaluation_cases(FOLDS, 3, "all") == ["a", "b", "c", "d", "t1", "t2"]
+
+
+def test_overlapping_cases_are_left_out(tmp_path):
+    table = tmp_path / "overlap.csv"
+    pd.DataFrame({"dataset_a": ["x"], "case_a": ["X9"], "dataset_b": ["y"], "case_b": ["c"], "similarity": [0.999]}).to_csv(
+        table, index=False)
+    assert excluded_cases(table) == {"c"}
+    assert evaluation_cases(FOLDS, 0, "all", excluded_cases(table)) == ["a", "b", "d", "t1", "t2"]
+    assert excluded_cases(None) == set()
+
+
+def test_nothing_left_to_evaluate_is_a_clear_error(tmp_path):
+    splits = tmp_path / "folds.json"
+    splits.write_text(json.dumps({"training": FOLDS["training"], "testing": []}))
+    with pytest.raises(GliosegError, match="no cases left to evaluate"):
+        cases_for(splits, 0, "test", None)
+
+
+def test_unknown_subset_is_rejected():
+    with pytest.raises(ValueError, match="unknown subset"):
+        evaluation_cases(FOLDS, 0, "train")
