@@ -89,6 +89,7 @@ def test_boxplots_one_axis_per_region_and_metric(tmp_path: Path) -> None:
         points = [c for c in ax.collections if isinstance(c, PathCollection)]
         assert [len(p.get_offsets()) for p in points] == [4, 4]  # every case drawn
     assert fig.axes[3].collections[0].get_offsets()[:, 1].tolist() == [2.0, 3.0, 4.0, 5.0]
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear"] * 3 + ["symlog"] * 3
     assert_png(out, fig.get_size_inches())
 
 

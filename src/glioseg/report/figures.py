@@ -66,7 +66,9 @@ def plot_score_boxplots(scores: pd.DataFrame, out: str | Path | None = None) -> 
     Every case is drawn as a jittered point over its box (outlier markers are
     off, since the points already show them): with a few dozen cases a box
     alone hides how few values it summarises. Jitter uses a fixed seed so the
-    figure is reproducible.
+    figure is reproducible. HD95 uses a symmetric-log axis: a missed or
+    spurious region scores the image diagonal (hundreds of mm), which on a
+    linear axis flattens the few-millimetre errors of every other case.
     """
     groups = _box_groups(scores)
     experiments = list(dict.fromkeys(experiment for experiment, _, _ in groups))
@@ -81,6 +83,8 @@ def plot_score_boxplots(scores: pd.DataFrame, out: str | Path | None = None) -> 
             values = [rows.loc[rows["region"] == region, metric].to_numpy() for _, _, rows in groups]
             _draw_boxes(ax, values, [label for _, label, _ in groups], colours, rng)
             ax.set_title(f"{metric_label}, {region}")
+            if metric == "hd95":
+                ax.set_yscale("symlog", linthresh=1.0)
         axes[row, 0].set_ylabel(metric_label)
     return _finish(fig, out)
 
