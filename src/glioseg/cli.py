@@ -60,6 +60,12 @@ def cmd_extract(args: argparse.Namespace) -> None:
     extract_archive(args.archive, args.out)
 
 
+def cmd_stack_slices(args: argparse.Namespace) -> None:
+    from glioseg.datasets.lgg import stack_lgg
+
+    stack_lgg(args.raw, args.out)
+
+
 def cmd_manifest(args: argparse.Namespace) -> None:
     from glioseg.manifest import build_manifest, write_manifest
 
@@ -187,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("extract", cmd_extract, "Extract an archive safely and atomically (archives inside it too).")
     p.add_argument("--archive", type=Path, required=True)
     p.add_argument("--sha256", help="verify the archive's SHA-256 first")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("stack-slices", cmd_stack_slices, "Stack the LGG kaggle_3m 2D tif slices of each case into NIfTI volumes.")
+    p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
 
     p = command("manifest", cmd_manifest, "Find and validate every case of an extracted dataset; write its manifest.")

@@ -52,6 +52,9 @@ BRATS2023 = LabelConvention(
     paint=(("WT", 2), ("TC", 1), ("ET", 3)),
 )
 
+#: LGG kaggle_3m: one binary FLAIR-abnormality mask, i.e. whole tumour only.
+LGG = LabelConvention("lgg", members={"WT": frozenset({1})}, paint=(("WT", 1),))
+
 
 def unexpected_labels(label: np.ndarray, convention: LabelConvention) -> list[int]:
     """Label values present in ``label`` that ``convention`` does not define."""

@@ -264,7 +264,7 @@ def test_custom_spec_without_its_required_keys():
 
 
 def test_unknown_layout_lists_the_known_ones():
-    with pytest.raises(KeyError, match=r"unknown layout 'brats2022'; known layouts: \['brats2018', 'brats2019', 'brats2020', 'brats2021', 'brats2023', 'custom'\]"):
+    with pytest.raises(KeyError, match=r"unknown layout 'brats2022'; known layouts: \['brats2018', 'brats2019', 'brats2020', 'brats2021', 'brats2023', 'custom', 'lgg_kaggle3m'\]"):
         get_layout("brats2022")
 
 

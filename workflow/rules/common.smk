@@ -37,8 +37,10 @@ def check_kaggle_credentials():
         name
         for name, spec in DATASETS.items()
         if "kaggle" in spec["source"]
-        and not Path(f"{R}/downloads/{name}/{name}.zip").exists()
-        and not Path(f"{R}/raw/{name}").exists()
+        and not any(
+            Path(path).exists()
+            for path in (f"{R}/downloads/{name}/{name}.zip", f"{R}/raw/{name}", f"{R}/volumes/{name}")
+        )
     ]
     if due:
         from glioseg.acquire.kaggle import check_credentials
@@ -73,12 +75,23 @@ def sha256_option(dataset):
     return f"--sha256 {digest}" if digest else ""
 
 
-def raw_dir(dataset):
+def extracted_dir(dataset):
     """An on-disk folder is read where it is; anything else is extracted under results/raw."""
     path = source_path(dataset)
     if path and Path(path).is_dir():
         return path
     return f"{R}/raw/{dataset}"
+
+
+# Layouts whose release is not volumes: the manifest reads what stack_slices made of the extracted files.
+STACKED_LAYOUTS = {"lgg_kaggle3m"}
+
+
+def raw_dir(dataset):
+    """The folder the manifest reads: the extracted dataset, or its stacked volumes for 2D-slice releases."""
+    if DATASETS[dataset]["layout"] in STACKED_LAYOUTS:
+        return f"{R}/volumes/{dataset}"
+    return extracted_dir(dataset)
 
 
 def evaluated_datasets(experiment):

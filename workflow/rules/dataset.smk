@@ -1,6 +1,21 @@
 # Per dataset: manifest (validated cases), patient-level folds, preprocessed cache.
 
 
+rule stack_slices:
+    # 2D-slice releases (LGG kaggle_3m tifs) become one NIfTI volume per modality, so the
+    # manifest and everything after it work unchanged; raw_dir() points the manifest here.
+    input:
+        lambda w: extracted_dir(w.dataset),
+    output:
+        directory(f"{R}/volumes/{{dataset}}"),
+    log:
+        f"{R}/logs/stack_slices/{{dataset}}.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} stack-slices --raw {input:q} --out {output:q}"
+
+
 rule manifest:
     input:
         lambda w: raw_dir(w.dataset),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from glioseg.errors import GliosegError
-from glioseg.labels import BRATS, BRATS2023 as BRATS2023_LABELS, REGIONS, LabelConvention
+from glioseg.labels import BRATS, BRATS2023 as BRATS2023_LABELS, LGG, REGIONS, LabelConvention
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,62 @@ def _brats2023_cases(root: Path) -> list[CaseFiles]:
     return _in_case_order(_without_unlabelled_validation(found), root)
 
 
+# ---------------------------------------------------------------- LGG kaggle_3m (stacked)
+
+#: ``TCGA_<inst>_<patient>_<date>``: the patient is the folder name without the scan date.
+LGG_CASE = re.compile(r"^(?P<patient>TCGA_[A-Za-z0-9]+_[A-Za-z0-9]+)_\d{8}$")
+LGG_MODALITIES = ("pre", "flair", "post")
+_LGG_RESERVED = {"case", "patient", "group", "label"}
+
+
+def _lgg_metadata(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """``data.csv``'s columns (``Patient`` aside) and each patient's row, as strings; empty when there is no file."""
+    if not path.is_file():
+        return [], {}
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c for c in reader.fieldnames or [] if c != "Patient"]
+        rows = list(reader)
+    hint = "restore data.csv from the kaggle_3m release, or delete it to leave the manifest without clinical columns."
+    if "Patient" not in (reader.fieldnames or []):
+        raise GliosegError("data.csv has no 'Patient' column", path=path, hint=hint)
+    clashing = [c for c in columns if c in _LGG_RESERVED or c.startswith("image_")]
+    if clashing:
+        raise GliosegError(f"data.csv columns {clashing} clash with the manifest's own columns", path=path, hint=hint)
+    table: dict[str, dict[str, str]] = {}
+    for row in rows:
+        patient = (row["Patient"] or "").strip()
+        if patient in table:
+            raise GliosegError(f"patient {patient} has two rows", path=path, hint="keep one row per patient in data.csv.")
+        table[patient] = {c: (row[c] or "").strip() for c in columns}
+    return columns, table
+
+
+def _lgg_kaggle3m_cases(root: Path) -> list[CaseFiles]:
+    """Kaggle ``mateuszbuda/lgg-mri-segmentation`` after :func:`glioseg.datasets.lgg.stack_lgg`:
+    ``TCGA_<inst>_<patient>_<date>/<case>_{pre,flair,post,seg}.nii.gz`` and ``data.csv`` at the root.
+
+    Patient = ``TCGA_<inst>_<patient>`` (two scan dates of one person stay in one
+    split); no group; every ``data.csv`` column but ``Patient`` is passed through
+    as an extra manifest column (empty for a patient the file does not list).
+    """
+    columns, metadata = _lgg_metadata(root / "data.csv")
+    cases = []
+    for folder in _case_folders(root, LGG_CASE):
+        patient = LGG_CASE.match(folder.name)["patient"]
+        cases.append(
+            CaseFiles(
+                case=folder.name,
+                patient=patient,
+                group="",
+                images={m: _existing(folder / f"{folder.name}_{m}.nii.gz") for m in LGG_MODALITIES},
+                label=_existing(folder / f"{folder.name}_seg.nii.gz"),
+                extra={c: metadata.get(patient, {}).get(c, "") for c in columns},
+            )
+        )
+    return _in_case_order(cases, root)
+
+
 # ---------------------------------------------------------------- custom
 
 _CUSTOM_KEYS = {"modalities", "label", "labels", "cases", "patient", "group"}
@@ -387,9 +443,10 @@ BRATS2019 = Layout("brats2019", _BRATS_MODALITIES, BRATS, _brats2019_cases)
 BRATS2020 = Layout("brats2020", _BRATS_MODALITIES, BRATS, _brats2020_cases)
 BRATS2021 = Layout("brats2021", _BRATS_MODALITIES, BRATS, _brats2021_cases)
 BRATS2023 = Layout("brats2023", ("t1n", "t1c", "t2w", "t2f"), BRATS2023_LABELS, _brats2023_cases)
+LGG_KAGGLE3M = Layout("lgg_kaggle3m", LGG_MODALITIES, LGG, _lgg_kaggle3m_cases)
 
 #: Layouts fixed by their dataset's release.
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023)}
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023, LGG_KAGGLE3M)}
 
 #: Layouts built from the dataset's ``layout_options``.
 LAYOUT_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Layout]] = {"custom": custom_layout}

@@ -1,0 +1,226 @@
+"""The LGG ``kaggle_3m`` release (Kaggle ``mateuszbuda/lgg-mri-segmentation``): 2D slices stacked into volumes.
+
+The release ships one folder per case,
+``TCGA_<inst>_<patient>_<date>/TCGA_<inst>_<patient>_<date>_<n>.tif`` (256×256×3
+uint8: pre-contrast, FLAIR, post-contrast; a sequence the scan lacked was
+replaced by FLAIR upstream) with ``..._<n>_mask.tif`` beside each (256×256
+uint8, 0/255: the FLAIR abnormality), slices numbered ``1..N`` (numerically:
+10 comes after 9), and ``data.csv`` (genomic clusters and clinical data, one
+row per patient, keyed by its ``Patient`` column).
+
+:func:`stack_lgg` turns each case folder into NIfTI volumes, so that the
+manifest, preprocessing, 3D scoring and per-patient Dice work on it unchanged
+through the ``lgg_kaggle3m`` layout (:mod:`glioseg.datasets.layouts`).
+
+Axis convention (the tifs carry no orientation): a slice stored as a
+``rows × columns`` array becomes the volume's ``(x, y)`` plane with
+**x = column, y = row**, and slice ``n`` (1-based, as numbered in the file
+name) is ``z = n - 1``. Hence ``volume[x, y, n - 1] == tif_n[y, x]``, i.e.
+``volume[:, :, n - 1] == tif_n.T``; a 2D model reading axial slices gets the
+tif back by transposing ``volume[:, :, k]``.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import logging
+import re
+import struct
+import warnings
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from glioseg.atomic import atomic_dir
+from glioseg.datasets.layouts import LGG_CASE, LGG_MODALITIES, _case_folders, _is_debris
+from glioseg.errors import GliosegError
+
+log = logging.getLogger(__name__)
+
+#: The tifs carry no voxel spacing: volumes are written with unit spacing, so
+#: distances downstream (e.g. HD95) are in pixels/slices, not millimetres.
+AFFINE = np.eye(4)
+
+CHANNELS = len(LGG_MODALITIES)
+METADATA = "data.csv"
+
+_SLICE = re.compile(r"^(?P<case>.+)_(?P<number>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
+_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+_REPLACE = "replace the file with a good copy from the dataset archive (or re-extract it) and run again."
+
+
+def read_tif(path: Path) -> np.ndarray:
+    """Decode one tif with Pillow (LZW included, no imagecodecs needed); an unreadable or truncated file is named."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns before it raises on truncated files; the error says it all
+            with Image.open(path) as image:
+                return np.asarray(image)
+    except _READ_ERRORS as exc:
+        raise GliosegError(f"unreadable or truncated tif ({type(exc).__name__}: {exc})", path=path, hint=_REPLACE) from None
+
+
+def _slice_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A case folder's images and masks, each in slice order ``1..N``; an unpaired file or a gap is an error."""
+    images: dict[int, Path] = {}
+    masks: dict[int, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in (".tif", ".tiff"):
+            continue
+        found = _SLICE.match(path.name)
+        if found is None or found["case"] != folder.name:
+            raise GliosegError(
+                f"not a slice of case {folder.name} (expected {folder.name}_<n>.tif or {folder.name}_<n>_mask.tif)",
+                path=path,
+                hint="move or rename the file; every tif in a case folder must be one of its slices or masks.",
+            )
+        table = masks if found["mask"] else images
+        number = int(found["number"])
+        if number in table:
+            raise GliosegError(f"slice {number} appears twice, also as {table[number].name}", path=path, hint="keep one file per slice number.")
+        table[number] = path
+    if not images and not masks:
+        raise GliosegError("case folder holds no slices", path=folder, hint="remove the empty folder, or restore its tifs from the archive.")
+    unmasked, orphaned = sorted(images.keys() - masks.keys()), sorted(masks.keys() - images.keys())
+    if unmasked:
+        number = unmasked[0]
+        raise GliosegError(f"slice {number} has no mask ({folder.name}_{number}_mask.tif is missing)", path=images[number], hint=_REPLACE)
+    if orphaned:
+        number = orphaned[0]
+        raise GliosegError(f"mask {number} has no image ({folder.name}_{number}.tif is missing)", path=masks[number], hint=_REPLACE)
+    numbers = sorted(images)
+    missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        raise GliosegError(f"slice numbering has a gap: slices {shown} of 1..{numbers[-1]} are missing", path=folder,
+                           hint="restore the missing slices from the archive; a volume cannot be stacked with holes.")
+    return [images[n] for n in numbers], [masks[n] for n in numbers]
+
+
+def _check_shape(array: np.ndarray, expected: tuple[int, ...], path: Path, what: str) -> None:
+    if array.dtype != np.uint8 or array.shape != expected:
+        raise GliosegError(
+            f"{what} has shape {array.shape} and type {array.dtype}, expected {expected} uint8",
+            path=path,
+            hint=f"every image of a case must be rows×columns×{CHANNELS} uint8 (pre-contrast, FLAIR, post-contrast) "
+                 "and every mask rows×columns uint8, all of one size; replace the file with the release's.",
+        )
+
+
+def _read_image(path: Path, plane: tuple[int, int] | None = None) -> np.ndarray:
+    """One image slice, rows × columns × 3; ``plane`` (rows, columns) defaults to this slice's own."""
+    image = read_tif(path)
+    _check_shape(image, (*(plane or image.shape[:2]), CHANNELS), path, "image")
+    return image
+
+
+def _read_mask(path: Path, plane: tuple[int, int]) -> np.ndarray:
+    """A mask as labels: 255 → 1, 0 → 0; anything else is an error (a resampled or JPEG-damaged mask)."""
+    mask = read_tif(path)
+    _check_shape(mask, plane, path, "mask")
+    bad = sorted(int(v) for v in np.unique(mask) if v not in (0, 255))
+    if bad:
+        raise GliosegError(f"mask values {bad[:10]} are neither 0 nor 255", path=path,
+                           hint="masks must be binary 0/255; replace the file with the release's copy.")
+    return (mask == 255).astype(np.uint8)
+
+
+def stack_case(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One case folder as ``(images, label)``: uint8 ``(X, Y, N, 3)`` and uint8 ``(X, Y, N)`` (x = column, y = row)."""
+    image_paths, mask_paths = _slice_files(folder)
+    first = _read_image(image_paths[0])
+    plane = first.shape[:2]
+    images = np.stack([first] + [_read_image(p, plane) for p in image_paths[1:]], axis=-2)  # (row, col, N, C)
+    label = np.stack([_read_mask(p, plane) for p in mask_paths], axis=-1)  # (row, col, N)
+    return images.swapaxes(0, 1), label.swapaxes(0, 1)
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(array, dtype=np.uint8), AFFINE), str(path))
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """Whether two case folders hold the same file names with the same sizes (the cheap duplicate check)."""
+    def listing(folder: Path) -> dict[str, int]:
+        return {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    return listing(a) == listing(b)
+
+
+def _unique_folders(root: Path) -> list[Path]:
+    """Case folders by case id, sorted. The Kaggle archive ships ``kaggle_3m/`` twice (again under
+    ``lgg-mri-segmentation/``): identical copies are read once (the shallowest), differing ones are an error."""
+    by_case: dict[str, list[Path]] = defaultdict(list)
+    for folder in _case_folders(root, LGG_CASE):
+        by_case[folder.name].append(folder)
+    chosen = []
+    for case, folders in sorted(by_case.items()):
+        folders.sort(key=lambda p: (len(p.parts), str(p)))
+        for other in folders[1:]:
+            if not _same_files(folders[0], other):
+                raise GliosegError(
+                    f"case {case} is found twice with different files: {folders[0]} and {other}",
+                    path=root,
+                    hint="keep a single copy of each case folder under the dataset folder.",
+                )
+        if len(folders) > 1:
+            log.info("%s: %d identical copies, reading %s", case, len(folders), folders[0])
+        chosen.append(folders[0])
+    return chosen
+
+
+def _metadata(root: Path) -> Path | None:
+    """The release's ``data.csv`` (any depth); duplicate copies must be identical. ``None`` when absent."""
+    found = sorted((p for p in root.rglob(METADATA) if p.is_file() and not _is_debris(p, root)), key=lambda p: (len(p.parts), str(p)))
+    for other in found[1:]:
+        if not filecmp.cmp(found[0], other, shallow=False):
+            raise GliosegError(f"two different {METADATA} files: {found[0]} and {other}", path=root,
+                               hint=f"keep the release's {METADATA} only.")
+    return found[0] if found else None
+
+
+def stack_lgg(raw_root: str | Path, out_root: str | Path) -> None:
+    """Stack every case folder under ``raw_root`` into NIfTI volumes under ``out_root``.
+
+    Writes ``out_root/<case>/<case>_{pre,flair,post}.nii.gz`` (uint8, shape
+    ``columns × rows × N``: x = column, y = row, z = slice number - 1, so
+    ``volume[:, :, k]`` is slice ``k + 1`` transposed) and ``<case>_seg.nii.gz``
+    (uint8: mask 255 → 1, 0 → 0), and copies ``data.csv`` to ``out_root/data.csv``
+    (a warning, not an error, when the release's is missing: it is metadata).
+
+    The affine is the identity: the tifs carry no spacing or orientation, so
+    voxels are 1 × 1 × 1 "mm" by convention only and HD95 downstream is in
+    pixels. Case folders are found at any depth (``__MACOSX`` and hidden folders
+    skipped); identical duplicate copies are read once. The whole ``out_root``
+    is written atomically: on any error (an unpaired slice or mask, a gap in
+    the numbering, a wrong shape or channel count, a mask value other than
+    0/255, an unreadable tif) a :class:`GliosegError` names the file and
+    ``out_root`` is left as it was.
+    """
+    raw, out = Path(raw_root), Path(out_root)
+    if not raw.is_dir():
+        raise GliosegError("LGG dataset folder not found", path=raw, hint="extract the kaggle_3m archive first, or fix the dataset's source path.")
+    if out.resolve().is_relative_to(raw.resolve()):
+        raise GliosegError("the output folder lies inside the raw dataset folder", path=out, hint="write the stacked volumes outside the raw folder.")
+    folders = _unique_folders(raw)
+    if not folders:
+        raise GliosegError("no LGG case folders (TCGA_<inst>_<patient>_<date>) found", path=raw,
+                           hint="check that this is the kaggle_3m release of mateuszbuda/lgg-mri-segmentation.")
+    metadata = _metadata(raw)
+    if metadata is None:
+        log.warning("%s: no %s found; the manifest will have no clinical columns", raw, METADATA)
+    with atomic_dir(out) as tmp:
+        for folder in tqdm(folders, desc="stacking LGG slices", unit="case"):
+            images, label = stack_case(folder)
+            case_dir = tmp / folder.name
+            case_dir.mkdir()
+            for channel, modality in enumerate(LGG_MODALITIES):
+                _save(images[..., channel], case_dir / f"{folder.name}_{modality}.nii.gz")
+            _save(label, case_dir / f"{folder.name}_seg.nii.gz")
+        if metadata is not None:
+            (tmp / METADATA).write_bytes(metadata.read_bytes())
+    log.info("%s: %d cases stacked into %s", raw, len(folders), out)
