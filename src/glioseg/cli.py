@@ -91,6 +91,18 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     preprocess_dataset(read_manifest(args.manifest), read_dataset_info(args.info), args.out, args.margin)
 
 
+def cmd_fingerprint(args: argparse.Namespace) -> None:
+    from glioseg.datasets.overlap import fingerprint_dataset
+
+    fingerprint_dataset(args.manifest, args.info, args.out, role=args.role)
+
+
+def cmd_overlap(args: argparse.Namespace) -> None:
+    from glioseg.datasets.overlap import overlap_datasets
+
+    overlap_datasets(args.train, args.evaluated, args.out, threshold=args.threshold)
+
+
 def _fold_split(path: Path, fold: int) -> tuple[list[str], list[str]]:
     from glioseg.splits import fold_cases
 
@@ -215,6 +227,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--out-csv", type=Path, required=True)
+
+    p = command("fingerprint", cmd_fingerprint, "Content fingerprints of a dataset's cases, to find the same scans elsewhere.")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--info", type=Path, required=True)
+    p.add_argument("--role", default="flair", help="the image fingerprinted: flair, t1ce, t1, t2 (or a modality name)")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("overlap", cmd_overlap, "Cases of an evaluated dataset that are the same scans as training cases.")
+    p.add_argument("--train", type=Path, required=True, help="fingerprints of the training dataset")
+    p.add_argument("--evaluated", type=Path, required=True, help="fingerprints of the evaluated dataset")
+    p.add_argument("--threshold", type=float, default=0.8, help="similarity at or above which two scans are the same")
+    p.add_argument("--out", type=Path, required=True)
 
     p = command("preprocess", cmd_preprocess, "Crop to the brain, z-score each channel, labels to regions: the training cache.")
     p.add_argument("--manifest", type=Path, required=True)

@@ -96,6 +96,7 @@ def test_cross_dataset_evaluation_plans_overlap_and_per_fold_jobs(workdir):
     result = snakemake(workdir, "-n", "-p", configfile=path)
     jobs = planned_jobs(result)
     assert jobs["overlap"] == 1  # one table per (training, evaluated) dataset pair, shared by both experiments
+    assert jobs["fingerprint"] == 2  # each dataset read once
     assert jobs["train"] == 4  # evaluating elsewhere trains nothing more
     assert jobs["infer"] == jobs["score"] == 4 + 4
     assert jobs["plot_montage"] == 4

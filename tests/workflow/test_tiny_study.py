@@ -133,3 +133,40 @@ def test_report_has_every_figure_and_caption(study):
     for text in ["training_curves.png", "montage_tiny.png", "score_boxplots.png", "scores.csv",
                  "Best, median and worst validation case"]:
         assert text in html
+
+
+def test_cross_dataset_evaluation_finds_and_excludes_renamed_training_scans(study, tmp_path):
+    """A second dataset holds two training cases renamed and re-saved as rescaled float32, plus three new scans."""
+    from glioseg.acquire.extract import extract_archive
+    from glioseg.datasets.synthetic import SyntheticSpec, write_sample_archive
+
+    workdir = shutil.copytree(study, tmp_path / "study", symlinks=True)
+    write_sample_archive(SyntheticSpec(cases=3, shape=(48, 48, 32), seed=99), tmp_path / "new.zip")
+    other = extract_archive(tmp_path / "new.zip", tmp_path / "other")
+    copies = {"BraTS2021_00000": "BraTS2021_00100", "BraTS2021_00005": "BraTS2021_00101"}
+    for original, renamed in copies.items():
+        (other / renamed).mkdir()
+        for suffix in ("t1", "t1ce", "t2", "flair", "seg"):
+            image = nib.load(workdir / f"results/raw/tiny/{original}/{original}_{suffix}.nii.gz")
+            data = np.asarray(image.dataobj)
+            data = data if suffix == "seg" else (data * 0.37).astype(np.float32)
+            nib.save(nib.Nifti1Image(data, image.affine), other / renamed / f"{renamed}_{suffix}.nii.gz")
+
+    def add_other(config):
+        config["datasets"]["other"] = {"source": {"path": str(other)}, "layout": "brats2021", "split": {"folds": 2}}
+        config["experiments"]["unet_a"]["evaluate"] = [{"dataset": "other"}]
+
+    path = edited(workdir, add_other)
+    plan = planned_jobs(snakemake(workdir, "-n", configfile=path))
+    assert "train" not in plan and plan["infer"] == plan["score"] == 2
+    result = snakemake(workdir, configfile=path)
+    assert result.returncode == 0, result.output[-4000:]
+
+    overlap = pd.read_csv(workdir / "results/overlap/tiny/other.csv")
+    assert dict(zip(overlap["case_a"], overlap["case_b"])) == copies
+    assert overlap["similarity"].min() > 0.95
+    scores = pd.read_csv(workdir / "results/summary/scores.csv")
+    cross = scores[(scores["dataset"] == "other")]
+    assert set(cross["case"]) == {"BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"}  # the new scans only
+    assert sorted(cross["fold"].unique()) == [0, 1] and len(cross) == 2 * 3 * 3
+    assert (workdir / "results/figures/unet_a/montage_other.png").exists()

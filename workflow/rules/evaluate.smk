@@ -3,12 +3,24 @@
 # configured subset minus the cases that are the same scans as training cases.
 
 
+rule fingerprint:
+    input:
+        csv=f"{R}/manifests/{{dataset}}.csv",
+        info=f"{R}/manifests/{{dataset}}.json",
+    output:
+        f"{R}/fingerprints/{{dataset}}.npz",
+    log:
+        f"{R}/logs/fingerprint/{{dataset}}.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} fingerprint --manifest {input.csv} --info {input.info} --out {output}"
+
+
 rule overlap:
     input:
-        train_csv=f"{R}/manifests/{{train}}.csv",
-        train_info=f"{R}/manifests/{{train}}.json",
-        evaluated_csv=f"{R}/manifests/{{evaluated}}.csv",
-        evaluated_info=f"{R}/manifests/{{evaluated}}.json",
+        train=f"{R}/fingerprints/{{train}}.npz",
+        evaluated=f"{R}/fingerprints/{{evaluated}}.npz",
     output:
         f"{R}/overlap/{{train}}/{{evaluated}}.csv",
     log:
@@ -16,8 +28,7 @@ rule overlap:
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} overlap --train-manifest {input.train_csv} --train-info {input.train_info}"
-        " --evaluated-manifest {input.evaluated_csv} --evaluated-info {input.evaluated_info} --out {output}"
+        "glioseg --log {log} overlap --train {input.train} --evaluated {input.evaluated} --out {output}"
 
 
 rule infer:
