@@ -59,8 +59,17 @@ def _is_debris(path: Path, root: Path) -> bool:
 
 
 def _case_folders(root: Path, pattern: re.Pattern[str]) -> list[Path]:
-    """Folders at any depth under ``root`` whose name matches ``pattern``, zip debris excluded."""
-    return [p for p in root.rglob("*") if pattern.match(p.name) and p.is_dir() and not _is_debris(p, root)]
+    """Folders at any depth under ``root`` whose name matches ``pattern``, zip debris excluded.
+
+    A folder wrapping a same-named folder is not a case: extracting a nested
+    per-case archive (BraTS 2021's ``BraTS2021_00495.tar``) puts the case
+    folder inside a folder named after the archive.
+    """
+    return [
+        p
+        for p in root.rglob("*")
+        if pattern.match(p.name) and p.is_dir() and not _is_debris(p, root) and not (p / p.name).is_dir()
+    ]
 
 
 def _in_case_order(cases: Iterable[CaseFiles], root: Path) -> list[CaseFiles]:
@@ -88,18 +97,17 @@ def _without_unlabelled_validation(found: Iterable[tuple[Path, CaseFiles]]) -> I
 
 def _brats2021_cases(root: Path) -> list[CaseFiles]:
     """``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``, at any depth; one patient per case."""
-    pattern = re.compile(r"^BraTS2021_\d{5}$")
-    folders = sorted((p for p in root.rglob("BraTS2021_*") if p.is_dir() and pattern.match(p.name)), key=lambda p: p.name)
-    return [
+    cases = (
         CaseFiles(
             case=folder.name,
             patient=folder.name,
             group="",
-            images={m: _existing(folder / f"{folder.name}_{m}.nii.gz") for m in BRATS2021.modalities},
-            label=_existing(folder / f"{folder.name}_seg.nii.gz"),
+            images={m: _nifti(folder, f"{folder.name}_{m}") for m in BRATS2021.modalities},
+            label=_nifti(folder, f"{folder.name}_seg"),
         )
-        for folder in folders
-    ]
+        for folder in _case_folders(root, re.compile(r"^BraTS2021_\d{5}$"))
+    )
+    return _in_case_order(cases, root)
 
 
 _BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
