@@ -37,20 +37,44 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast("cuda", dtype=dtype)
 
 
+def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes of a (B, C, *spatial) tensor: the mirrorings nnU-Net averages over."""
+    axes = range(2, 2 + spatial_dims)
+    return [tuple(a for a in axes if mask >> (a - 2) & 1) for mask in range(2**spatial_dims)]
+
+
+@torch.no_grad()
+def _window_probabilities(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any]) -> torch.Tensor:
+    logits = sliding_window_inference(
+        image,
+        roi_size=settings["roi_size"],
+        sw_batch_size=settings["sw_batch_size"],
+        predictor=model,
+        overlap=settings["overlap"],
+        mode=settings["blend"],
+    )
+    return torch.sigmoid(logits.float())
+
+
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:
-    """Sigmoid probabilities for a batch of whole (cropped) volumes, tiled with the configured ROI."""
+    """Sigmoid probabilities for a batch of whole (cropped) volumes, tiled with the configured ROI.
+
+    With ``tta`` on, the volume is also predicted mirrored along every
+    combination of axes, each prediction mirrored back, and the
+    probabilities averaged (2^3 = 8 passes in 3D).
+    """
     model.eval()
+    image = image.to(device)
+    flips = flip_combinations(image.ndim - 2) if settings.get("tta", False) else [()]
+    total = None
     with autocast(device, amp):
-        logits = sliding_window_inference(
-            image.to(device),
-            roi_size=settings["roi_size"],
-            sw_batch_size=settings["sw_batch_size"],
-            predictor=model,
-            overlap=settings["overlap"],
-            mode=settings["blend"],
-        )
-    return torch.sigmoid(logits.float())
+        for axes in flips:
+            mirrored = torch.flip(image, axes) if axes else image
+            probabilities = _window_probabilities(model, mirrored, settings)
+            probabilities = torch.flip(probabilities, axes) if axes else probabilities
+            total = probabilities if total is None else total + probabilities
+    return total / len(flips)
 
 
 def predict_masks(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:

@@ -34,3 +34,32 @@ def test_prediction_is_painted_and_put_back_where_it_was_cropped_from():
     assert (inside == 1).sum() == 5 * 5 * 4 - 8
     assert (inside == 2).sum() == 13 * 11 * 9 - 5 * 5 * 4
     assert inside[6, 6, 4] == 4 and inside[5, 5, 3] == 1 and inside[2, 3, 1] == 2 and inside[0, 0, 0] == 0
+
+
+class Asymmetric(nn.Module):
+    """A convolution with a lopsided kernel: its output changes when the input is mirrored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(4, 3, 3, padding=1)
+        torch.manual_seed(0)
+        nn.init.normal_(self.conv.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_flip_tta_averages_the_eight_mirrorings():
+    from glioseg.inference import flip_combinations, predict_probabilities
+
+    assert sorted(flip_combinations(3)) == sorted([(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)])
+    model, cpu = Asymmetric().eval(), torch.device("cpu")
+    image = torch.randn(1, 4, 12, 10, 8)
+    settings = {**SETTINGS, "roi_size": [12, 10, 8], "overlap": 0.0, "blend": "constant"}
+    plain = predict_probabilities(model, image, settings, cpu, amp=False)
+    tta = predict_probabilities(model, image, {**settings, "tta": True}, cpu, amp=False)
+    with torch.no_grad():
+        expected = sum(torch.flip(torch.sigmoid(model(torch.flip(image, a))), a) if a else torch.sigmoid(model(image))
+                       for a in flip_combinations(3)) / 8
+    torch.testing.assert_close(tta, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(tta, plain, atol=1e-3)  # mirroring matters for this model
