@@ -102,3 +102,22 @@ def test_cross_dataset_evaluation_plans_overlap_and_per_fold_jobs(workdir):
     assert jobs["plot_montage"] == 4
     assert "--exclude results/overlap/tiny/other.csv" in result.output
     assert result.output.count("--subset all") == 2 * 4  # infer and score of the 4 cross-dataset evaluations
+
+
+def test_an_unreachable_kaggle_stops_the_run_before_preprocessing(workdir, tmp_path_factory, monkeypatch):
+    """Credentials are present but nothing answers (no network): the download runs first and fails clearly."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "0123456789abcdef")
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")  # http://localhost:80, where nothing listens
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["datasets"]["remote"] = {"source": {"kaggle": "someone/brats-mirror"}, "layout": "brats2021"}
+    config["experiments"]["unet_a"]["evaluate"] = [{"dataset": "remote"}]
+    path = workdir / "remote.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, configfile=path)
+    assert result.returncode != 0
+    log = (workdir / "results/downloads/remote/acquire.log").read_text()
+    assert "someone/brats-mirror" in log and "source: {path:" in log
+    assert "0123456789abcdef" not in log + result.output
+    assert not (workdir / "results/preprocessed").exists() and not (workdir / "results/models").exists()

@@ -10,6 +10,9 @@ rule acquire:
         sha256=lambda w: sha256_option(w.dataset),
     log:
         f"{R}/downloads/{{dataset}}/acquire.log",
+    # Downloads go first: a rejected credential, an unknown slug or no network
+    # should surface before an hour of another dataset's preprocessing.
+    priority: 100
     conda:
         "../../envs/glioseg.yaml"
     shell:
