@@ -35,7 +35,7 @@ from glioseg.atomic import write_csv
 from glioseg.inference import autocast, predict_masks
 from glioseg.losses import build_loss
 from glioseg.tables import history_columns
-from glioseg.models import build_model
+from glioseg.models import build_model, on_epoch_start, training_loss
 from glioseg.training import checkpoint
 from glioseg.training.data import case_items, eval_loader, train_loader, train_transforms
 from glioseg.training.optim import build_optimizer, build_scheduler
@@ -177,7 +177,7 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
         image, label = batch["image"].to(device), batch["label"].to(device)
         run.optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
-            loss = loss_fn(run.model(image), label)
+            loss = training_loss(run.model, run.model(image), label, loss_fn)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
@@ -225,6 +225,7 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
     bar = tqdm(range(run.epoch + 1, settings["epochs"] + 1), desc=f"{settings['name']}", unit="epoch", initial=run.epoch,
                total=settings["epochs"])
     for epoch in bar:
+        on_epoch_start(run.model, epoch)
         started = time.perf_counter()
         loader = train_loader(train_items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"], epoch)
         loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, digest))
