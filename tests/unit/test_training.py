@@ -143,3 +143,13 @@ def test_a_stop_signal_mid_epoch_saves_exits_75_and_the_rerun_matches(cache, tmp
     assert same_weights(a["state_dict"], b["state_dict"]) and a["epoch"] == b["epoch"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns="seconds"),
                                   pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns="seconds"))
+
+
+@pytest.mark.parametrize("model", [{"name": "segresnet_vae", "params": {"init_filters": 8}},
+                                   {"name": "dynunet", "params": {"filters": [4, 8, 16, 32]}}])
+def test_models_that_need_the_patch_size_train_and_reload(cache, tmp_path, model):
+    spec = settings(epochs=1)
+    spec["model"], spec["patch_size"] = model, [32, 32, 32]
+    run(cache, tmp_path, spec)
+    rebuilt, payload = checkpoint.load_model(tmp_path / "model.pt", CPU)
+    assert rebuilt(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)

@@ -73,7 +73,7 @@ def on_epoch_start(model: nn.Module, epoch: int) -> None:
         hook(epoch)
 
 
-def needs_patch_size(model: str, patch_size: Sequence[int] | None, alternative: str) -> Sequence[int]:
+def require_patch_size(model: str, patch_size: Sequence[int] | None, alternative: str) -> Sequence[int]:
     """``patch_size`` or a clear error naming what to pass instead."""
     if patch_size is None:
         raise ValueError(f"model '{model}' needs the training patch size: call build_model(..., patch_size=...) "

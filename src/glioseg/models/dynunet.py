@@ -22,7 +22,7 @@ import torch
 from monai.networks.nets import DynUNet
 from torch import nn
 
-from glioseg.models.base import LossFn, needs_patch_size
+from glioseg.models.base import LossFn, require_patch_size
 
 MIN_FEATURE_MAP = 4
 """nnU-Net stops downsampling an axis once it would fall below this many voxels."""
@@ -96,7 +96,7 @@ def build_dynunet(params: Mapping[str, Any], in_channels: int, out_channels: int
     if "kernel_size" in params:
         kernels, strides = list(params["kernel_size"]), list(params["strides"])
     else:
-        patch = needs_patch_size("dynunet", patch_size, "kernel_size and strides")
+        patch = require_patch_size("dynunet", patch_size, "kernel_size and strides")
         kernels, strides = nnunet_topology(patch, params.get("spacing"))
     return DeepSupervisedDynUNet(
         spatial_dims=spatial_dims,

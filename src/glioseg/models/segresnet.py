@@ -17,7 +17,7 @@ import torch
 from monai.networks.nets import SegResNet, SegResNetVAE
 from torch import nn
 
-from glioseg.models.base import LossFn, needs_patch_size
+from glioseg.models.base import LossFn, require_patch_size
 
 GROUPS = 8
 """MONAI's default GroupNorm groups: ``init_filters`` must be a multiple of this."""
@@ -75,7 +75,7 @@ class SegResNetVAEModel(SegResNetVAE):
 def build_segresnet_vae(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
                         patch_size: Sequence[int] | None = None) -> nn.Module:
     common = _common(params, in_channels, out_channels, spatial_dims)
-    size = params.get("input_image_size") or needs_patch_size("segresnet_vae", patch_size, "input_image_size")
+    size = params.get("input_image_size") or require_patch_size("segresnet_vae", patch_size, "input_image_size")
     size = [int(s) for s in size]
     if patch_size is not None and size != [int(s) for s in patch_size]:
         raise ValueError(f"segresnet_vae's input_image_size {size} differs from the training patch {list(patch_size)}")

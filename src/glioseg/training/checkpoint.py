@@ -71,6 +71,7 @@ def load_model(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
         raise GliosegError(f"not a glioseg model file (format {payload.get('format')!r})", path=path,
                            hint="point at a model.pt written by 'glioseg train'.")
     settings = payload["settings"]
-    model = build_model(settings["model"], payload["in_channels"], len(payload["regions"]), spatial_dims=len(settings["patch_size"]))
+    model = build_model(settings["model"], payload["in_channels"], len(payload["regions"]),
+                        spatial_dims=len(settings["patch_size"]), patch_size=settings["patch_size"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload

@@ -117,7 +117,8 @@ def select_device() -> torch.device:
 
 def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], device: torch.device) -> Run:
     torch.manual_seed(settings["seed"])
-    model = build_model(settings["model"], in_channels, len(regions), spatial_dims=len(settings["patch_size"])).to(device)
+    model = build_model(settings["model"], in_channels, len(regions), spatial_dims=len(settings["patch_size"]),
+                        patch_size=settings["patch_size"]).to(device)
     optimizer = build_optimizer(settings["optimizer"], model.parameters())
     scheduler = build_scheduler(settings["scheduler"], optimizer, settings["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings["amp"])
