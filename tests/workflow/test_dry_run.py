@@ -45,7 +45,7 @@ def test_bad_config_fails_at_once_with_one_clear_message(workdir):
     path.write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "-n", configfile=path)
     assert result.returncode != 0
-    assert "experiments → unet_a → model → name: 'unte' is not one of ['unet']" in result.output
+    assert "experiments → unet_a → model → name: 'unte' is not one of ['unet', " in result.output
     assert "Traceback" not in result.output
     assert not (workdir / "results").exists()
 

@@ -50,6 +50,7 @@ rule infer:
     threads: lambda w: experiment_resources(w.experiment)["cpus"]
     resources:
         gpu=lambda w: experiment_resources(w.experiment)["gpus"],
+        cpus_per_task=lambda w, threads: threads,
         mem_mb=lambda w: experiment_resources(w.experiment)["mem_mb"],
         runtime=60,
     conda:
