@@ -103,24 +103,48 @@ def cmd_overlap(args: argparse.Namespace) -> None:
     overlap_datasets(args.train, args.evaluated, args.out, threshold=args.threshold)
 
 
-def _fold_split(path: Path, fold: int) -> tuple[list[str], list[str]]:
+def _fold_split(path: Path, fold: int, exclude: list[Path]) -> tuple[list[str], list[str]]:
+    """A fold's training and validation cases, minus the cases listed in overlap tables."""
+    from glioseg.evaluation import excluded_cases
     from glioseg.splits import fold_cases
 
-    return fold_cases(json.loads(path.read_text(encoding="utf-8")), fold)
+    train, val = fold_cases(json.loads(path.read_text(encoding="utf-8")), fold)
+    left_out = excluded_cases(exclude)
+    if left_out:
+        log.info("leaving out %d training and %d validation cases that are scans of the excluded datasets",
+                 len(set(train) & left_out), len(set(val) & left_out))
+    train, val = [c for c in train if c not in left_out], [c for c in val if c not in left_out]
+    if not train or not val:
+        raise GliosegError(f"fold {fold} has no {'training' if not train else 'validation'} cases left after leaving "
+                           "out the overlap", path=path, hint="check exclude_overlap_with in the experiment's config.")
+    return train, val
+
+
+def _cache_properties(cache: Path) -> tuple[list[str], int]:
+    """The cache's regions and number of modalities: what a model's output and input must match."""
+    properties = json.loads((cache / "properties.json").read_text(encoding="utf-8"))
+    return properties["regions"], len(properties["dataset"]["modalities"])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from glioseg.training.loop import FoldPaths, TrainingInterrupted, train_fold
 
-    properties = json.loads((args.cache / "properties.json").read_text(encoding="utf-8"))
-    train, val = _fold_split(args.splits, args.fold)
-    paths = FoldPaths(cache=args.cache, model=args.out_model, history=args.out_history, state=args.state)
+    regions, in_channels = _cache_properties(args.cache)
+    train, val = _fold_split(args.splits, args.fold, args.exclude)
+    paths = FoldPaths(cache=args.cache, model=args.out_model, history=args.out_history, state=args.state, init=args.init)
     try:
-        train_fold(args.settings, paths, train, val, properties["regions"], len(properties["dataset"]["modalities"]))
+        train_fold(args.settings, paths, train, val, regions, in_channels)
     except TrainingInterrupted as stopped:
         log.warning("%s in %s; run the job again to resume", stopped, paths.state)
         return EXIT_RESUMABLE
     return 0
+
+
+def cmd_import_model(args: argparse.Namespace) -> None:
+    from glioseg.training.init_weights import import_model
+
+    regions, in_channels = _cache_properties(args.cache)
+    import_model(args.init, args.settings, regions, in_channels, args.out)
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -182,12 +206,14 @@ def _fold_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold", type=int, required=True, help="the fold whose model is evaluated")
     p.add_argument("--subset", choices=("val", "test", "all"), default="val",
                    help="val: the fold's validation cases; test: the held-out cases; all: every case (another dataset)")
-    p.add_argument("--exclude", type=Path, help="overlap table whose case_b cases are left out")
+    p.add_argument("--exclude", type=Path, nargs="+", default=[], help="overlap tables whose case_b cases are left out")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glioseg", description=__doc__.splitlines()[0])
-    parser.add_argument("--log", type=Path, help="also write the log to this file (created with its folder)")
+    # --log-file: under torchrun, whose parser takes '--log' for an abbreviation of its own --log-dir.
+    parser.add_argument("--log", "--log-file", dest="log", type=Path,
+                        help="also write the log to this file (created with its folder)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -254,9 +280,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-model", type=Path, required=True)
     p.add_argument("--out-history", type=Path, required=True)
     p.add_argument("--state", type=Path, required=True, help="folder for last.pt/best.pt, kept across failed attempts")
+    p.add_argument("--init", type=Path, help="weights to start from (read as the settings' init section says)")
+    p.add_argument("--exclude", type=Path, nargs="+", default=[],
+                   help="overlap tables whose case_b cases are left out of training and validation")
+
+    p = command("import-model", cmd_import_model, "A model file from initial weights alone, for an evaluation-only experiment.")
+    p.add_argument("--cache", type=Path, required=True, help="the dataset's cache (its regions and modalities)")
+    p.add_argument("--init", type=Path, required=True)
+    p.add_argument("--settings", type=_json_arg, required=True, help="the experiment's training settings as JSON")
+    p.add_argument("--out", type=Path, required=True)
 
     p = command("infer", cmd_infer, "Predict an evaluation's cases; NIfTI label maps in the original geometry.")
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--model", type=Path, nargs="+", required=True, help="a model file, or several to ensemble")
     p.add_argument("--cache", type=Path, required=True)
     _fold_inputs(p)
     p.add_argument("--settings", type=_json_arg, required=True, help="the experiment's inference settings as JSON")

@@ -82,6 +82,19 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                     path=source,
                     hint="each fold is already scored on its own validation cases; list only other datasets.",
                 )
+            if evaluation["ensemble"] and evaluation["subset"] == "val":
+                raise GliosegError(
+                    f"experiment '{name}' ensembles its fold models on dataset '{evaluation['dataset']}' with subset val",
+                    path=source,
+                    hint="one fold's validation cases are not unseen by the other folds' models; use subset all or test.",
+                )
+        for other in experiment["exclude_overlap_with"]:
+            if other not in datasets or other == experiment["dataset"]:
+                raise GliosegError(
+                    f"experiment '{name}' excludes the overlap with dataset '{other}', which is not another defined dataset",
+                    path=source,
+                    hint=f"use datasets among {sorted(set(datasets) - {experiment['dataset']})}.",
+                )
         n_folds = datasets[experiment["dataset"]]["split"]["folds"]
         bad = [k for k in experiment.get("folds", []) if k >= n_folds]
         if bad:
@@ -90,6 +103,54 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                 path=source,
                 hint="remove those folds or raise the dataset's split → folds.",
             )
+        _check_init(config, name, source)
+    _check_init_cycles(config, source)
+
+
+def _check_init(config: dict[str, Any], name: str, source: str) -> None:
+    """An ``init`` names an existing experiment and fold it can start from; ``epochs: 0`` needs one."""
+    experiment = config["experiments"][name]
+    init = experiment.get("init")
+    if init is None:
+        if experiment["epochs"] == 0:
+            raise GliosegError(
+                f"experiment '{name}' has epochs: 0 but no init: there would be nothing to evaluate",
+                path=source,
+                hint="give init → checkpoint (a weights file) or init → experiment, or train for at least one epoch.",
+            )
+        return
+    if "checkpoint" in init and "fold" in init:
+        raise GliosegError(f"experiment '{name}': init → fold goes with init → experiment, not with a checkpoint",
+                           path=source, hint="put {fold} in the checkpoint path to use one file per fold.")
+    parent = init.get("experiment")
+    if parent is None:
+        return
+    if parent not in config["experiments"] or parent == name:
+        raise GliosegError(
+            f"experiment '{name}' starts from experiment '{parent}', which is not another experiment of this study",
+            path=source,
+            hint=f"use one of {sorted(set(config['experiments']) - {name})}.",
+        )
+    parent_folds = experiment_folds(config, parent)
+    needed = [init["fold"]] if "fold" in init else experiment_folds(config, name)
+    missing = [k for k in needed if k not in parent_folds]
+    if missing:
+        raise GliosegError(
+            f"experiment '{name}' starts from the fold {missing} models of '{parent}', which trains folds {parent_folds}",
+            path=source,
+            hint=f"set init → fold to one of {parent_folds}, or train those folds of '{parent}'.",
+        )
+
+
+def _check_init_cycles(config: dict[str, Any], source: str) -> None:
+    experiments = config["experiments"]
+    for name in experiments:
+        chain = [name]
+        while (parent := (experiments[chain[-1]].get("init") or {}).get("experiment")) is not None:
+            if parent in chain:
+                raise GliosegError(f"experiments initialise each other in a cycle: {' → '.join(chain + [parent])}",
+                                   path=source, hint="one of them must start from a checkpoint file or from scratch.")
+            chain.append(parent)
 
 
 def experiment_folds(config: Mapping[str, Any], experiment: str) -> list[int]:
@@ -113,6 +174,21 @@ def training_settings(config: Mapping[str, Any], experiment: str) -> dict[str, A
         spec.pop(key, None)
     spec["name"] = experiment
     return spec
+
+
+def is_trained(config: Mapping[str, Any], experiment: str) -> bool:
+    """Whether an experiment trains; one with ``epochs: 0`` only imports its ``init`` weights."""
+    return config["experiments"][experiment]["epochs"] > 0
+
+
+def init_source(config: Mapping[str, Any], experiment: str, fold: int) -> str | None:
+    """The weights file fold ``fold`` of an experiment starts from, relative to the results folder's parent."""
+    init = config["experiments"][experiment].get("init")
+    if init is None:
+        return None
+    if "checkpoint" in init:
+        return init["checkpoint"].replace("{fold}", str(fold))
+    return f"{config['results']}/models/{init['experiment']}/fold{init.get('fold', fold)}/model.pt"
 
 
 def inference_settings(config: Mapping[str, Any], experiment: str) -> dict[str, Any]:

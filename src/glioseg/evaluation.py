@@ -9,6 +9,7 @@ the training data under another name (found by content, see
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -32,20 +33,21 @@ def evaluation_cases(folds: dict, fold: int, subset: str, exclude: set[str] = fr
     return [case for case in cases if case not in exclude]
 
 
-def excluded_cases(overlap_csv: str | Path | None) -> set[str]:
-    """The evaluated dataset's cases listed in an overlap table (column ``case_b``); none without a table."""
-    if overlap_csv is None:
-        return set()
-    table = pd.read_csv(overlap_csv, dtype=str, keep_default_na=False)
-    if "case_b" not in table.columns:
-        raise GliosegError("not an overlap table: no case_b column", path=overlap_csv, hint="re-run the overlap step.")
-    return set(table["case_b"])
+def excluded_cases(overlap_csvs: Sequence[str | Path] = ()) -> set[str]:
+    """The cases listed in overlap tables (column ``case_b``, the evaluated dataset's side)."""
+    excluded: set[str] = set()
+    for path in overlap_csvs:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "case_b" not in table.columns:
+            raise GliosegError("not an overlap table: no case_b column", path=path, hint="re-run the overlap step.")
+        excluded.update(table["case_b"])
+    return excluded
 
 
-def cases_for(splits: str | Path, fold: int, subset: str, overlap_csv: str | Path | None) -> list[str]:
-    """Read the fold JSON and the overlap table and return the cases to evaluate; an empty selection is an error."""
+def cases_for(splits: str | Path, fold: int, subset: str, overlap_csvs: Sequence[str | Path] = ()) -> list[str]:
+    """Read the fold JSON and the overlap tables and return the cases to evaluate; an empty selection is an error."""
     folds = json.loads(Path(splits).read_text(encoding="utf-8"))
-    cases = evaluation_cases(folds, fold, subset, excluded_cases(overlap_csv))
+    cases = evaluation_cases(folds, fold, subset, excluded_cases(overlap_csvs))
     if not cases:
         raise GliosegError(f"no cases left to evaluate (subset {subset}, fold {fold})", path=splits,
                            hint="every case overlaps the training data or the subset is empty; check the overlap table "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,35 +82,56 @@ def predict_masks(model: nn.Module, image: torch.Tensor, settings: Mapping[str, 
     return predict_probabilities(model, image, settings, device, amp) > settings["threshold"]
 
 
-def predict_case_labels(model: nn.Module, image: np.ndarray, box: CropBox, original_shape: tuple[int, ...],
+def predict_case_labels(models: Sequence[nn.Module], image: np.ndarray, box: CropBox, original_shape: tuple[int, ...],
                         settings: Mapping[str, Any], convention: LabelConvention, device: torch.device) -> np.ndarray:
-    """A cached (cropped, normalised) case → a label map in the original geometry and label convention."""
-    masks = predict_masks(model, torch.from_numpy(image)[None], settings, device, settings["amp"])[0].cpu().numpy()
+    """A cached (cropped, normalised) case → a label map in the original geometry and label convention.
+
+    Several models form an ensemble: their probabilities are averaged before thresholding.
+    """
+    batch = torch.from_numpy(image)[None]
+    total = sum(predict_probabilities(model, batch, settings, device, settings["amp"]) for model in models)
+    masks = (total / len(models) > settings["threshold"])[0].cpu().numpy()
     return uncrop(regions_to_labels(masks, convention), box, original_shape)
 
 
-def infer_cases(model_path: str | Path, cache_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: list[str],
-                settings: Mapping[str, Any], out_dir: str | Path, device: torch.device | None = None) -> None:
-    """Write ``<case>.nii.gz`` for each case into ``out_dir`` (atomically, as one folder)."""
+def load_models(model_paths: Sequence[str | Path], info: DatasetInfo, device: torch.device) -> tuple[list[nn.Module], str]:
+    """The models to predict with, checked against the dataset's modalities and against each other; and a name."""
+    models, names = [], set()
+    regions = None
+    for path in model_paths:
+        model, payload = load_model(path, device)
+        if payload["in_channels"] != len(info.modalities):
+            raise GliosegError(
+                f"the model takes {payload['in_channels']} modalities but dataset '{info.name}' has {len(info.modalities)} "
+                f"({', '.join(info.modalities)})",
+                path=path,
+                hint="evaluate only on datasets with the training dataset's modalities, in the same order.",
+            )
+        if regions is not None and payload["regions"] != regions:
+            raise GliosegError(f"the model predicts regions {payload['regions']}, the others {regions}", path=path,
+                               hint="ensemble only models of one experiment.")
+        regions = payload["regions"]
+        models.append(model)
+        names.add(payload["settings"]["name"])
+    return models, "+".join(sorted(names))
+
+
+def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo,
+                cases: list[str], settings: Mapping[str, Any], out_dir: str | Path, device: torch.device | None = None) -> None:
+    """Write ``<case>.nii.gz`` for each case into ``out_dir`` (atomically, as one folder); several models ensemble."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, payload = load_model(model_path, device)
-    if payload["in_channels"] != len(info.modalities):
-        raise GliosegError(
-            f"the model takes {payload['in_channels']} modalities but dataset '{info.name}' has {len(info.modalities)} "
-            f"({', '.join(info.modalities)})",
-            path=model_path,
-            hint="evaluate only on datasets with the training dataset's modalities, in the same order.",
-        )
+    models, name = load_models(model_paths, info, device)
     properties = json.loads((Path(cache_dir) / "properties.json").read_text(encoding="utf-8"))["cases"]
     rows = manifest.set_index("case")
     missing = sorted(set(cases) - set(properties))
     if missing:
         raise GliosegError(f"cases {missing} are not in the preprocessed cache", path=cache_dir,
                            hint="re-run preprocessing for this dataset (its manifest changed).")
+    description = f"inferring {name}" + (f" (ensemble of {len(models)})" if len(models) > 1 else "")
     with atomic_dir(out_dir) as tmp:
-        for case in tqdm(cases, desc=f"inferring {payload['settings']['name']}", unit="case"):
+        for case in tqdm(cases, desc=description, unit="case"):
             props = properties[case]
             image_path, _ = cached_paths(cache_dir, case)
-            labels = predict_case_labels(model, np.load(image_path), CropBox.from_json(props["crop"]),
+            labels = predict_case_labels(models, np.load(image_path), CropBox.from_json(props["crop"]),
                                          tuple(props["original_shape"]), settings, info.convention, device)
             write_label_map(tmp / f"{case}.nii.gz", labels, load_image(rows.loc[case, "label"]))

@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glioseg.config import experiment_folds, inference_settings, training_settings, validate_config
+from glioseg.config import (
+    experiment_folds,
+    inference_settings,
+    init_source,
+    is_trained,
+    training_settings,
+    validate_config,
+)
 from glioseg.errors import GliosegError
 from glioseg.losses import LOSSES
 from glioseg.models import MODELS
@@ -48,6 +55,14 @@ def test_the_shipped_configs_are_valid():
         (lambda c: c["experiments"]["e"].update(evaluate=[{"dataset": "other"}]), r"evaluated on dataset 'other', which is not"),
         (lambda c: c["experiments"]["e"].update(evaluate=[{"dataset": "d"}]), r"lists its own training dataset 'd'"),
         (lambda c: c["experiments"]["e"].update(evaluate=[{"dataset": "d", "subset": "train"}]), r"'train' is not one of"),
+        (lambda c: c["experiments"]["e"].update(epochs=0), r"has epochs: 0 but no init"),
+        (lambda c: c["experiments"]["e"].update(init={"experiment": "nope"}), r"starts from experiment 'nope', which is not"),
+        (lambda c: c["experiments"]["e"].update(init={"experiment": "e"}), r"starts from experiment 'e', which is not another"),
+        (lambda c: c["experiments"]["e"].update(init={"checkpoint": "w.pt", "fold": 1}), r"init → fold goes with init → experiment"),
+        (lambda c: c["experiments"]["e"].update(init={"checkpoint": "w.pt", "experiment": "e"}), r"init: .* is valid under each of"),
+        (lambda c: c["experiments"]["e"].update(init={"checkpoint": "w.pt", "format": "onnx"}), r"'onnx' is not one of"),
+        (lambda c: c["experiments"]["e"].update(exclude_overlap_with=["d"]), r"excludes the overlap with dataset 'd'"),
+        (lambda c: c["experiments"]["e"].update(scheduler={"name": "step", "gamma": 2}), r"gamma: 2 is greater than the maximum"),
     ],
 )
 def test_bad_config_fails_with_one_clear_message(change, message):
@@ -81,3 +96,46 @@ def test_experiment_folds_default_to_every_fold():
     assert experiment_folds(config, "e") == [0, 1, 2, 3, 4]
     config["experiments"]["e"]["folds"] = [2]
     assert experiment_folds(config, "e") == [2]
+
+
+def two_experiments(**child: object) -> dict:
+    config = minimal()
+    config["datasets"]["d"]["split"] = {"folds": 3}
+    config["experiments"]["parent"] = {"dataset": "d", "model": {"name": "unet"}, "folds": [0, 2]}
+    config["experiments"]["e"].update(child)
+    return config
+
+
+def test_init_names_an_experiment_and_folds_it_trains():
+    with pytest.raises(GliosegError, match=r"starts from the fold \[1\] models of 'parent', which trains folds \[0, 2\]"):
+        validate_config(two_experiments(init={"experiment": "parent"}), SCHEMA)
+    config = validate_config(two_experiments(init={"experiment": "parent"}, folds=[2]), SCHEMA)
+    assert init_source(config, "e", 2) == "results/models/parent/fold2/model.pt"
+    config = validate_config(two_experiments(init={"experiment": "parent", "fold": 0}), SCHEMA)
+    assert [init_source(config, "e", k) for k in range(3)] == ["results/models/parent/fold0/model.pt"] * 3
+    assert config["experiments"]["e"]["init"] == {"experiment": "parent", "fold": 0, "format": "auto", "min_fraction": 0.5}
+    assert init_source(config, "parent", 0) is None
+
+
+def test_a_checkpoint_path_may_name_one_file_per_fold():
+    config = validate_config(two_experiments(init={"checkpoint": "ckpt/fold{fold}.pt"}, epochs=0), SCHEMA)
+    assert init_source(config, "e", 1) == "ckpt/fold1.pt"
+    assert not is_trained(config, "e") and is_trained(config, "parent")
+    assert training_settings(config, "e")["init"]["checkpoint"] == "ckpt/fold{fold}.pt"  # a new file re-runs training
+
+
+def test_experiments_may_not_initialise_each_other_in_a_cycle():
+    config = two_experiments(init={"experiment": "parent", "fold": 0})
+    config["experiments"]["parent"]["init"] = {"experiment": "e", "fold": 0}
+    with pytest.raises(GliosegError, match=r"in a cycle: (e → parent → e|parent → e → parent)"):
+        validate_config(config, SCHEMA)
+
+
+def test_an_ensemble_is_not_scored_on_one_folds_validation_cases():
+    config = minimal()
+    config["datasets"]["x"] = {"source": {"synthetic": {}}, "layout": "brats2021"}
+    config["experiments"]["e"]["evaluate"] = [{"dataset": "x", "subset": "val", "ensemble": True}]
+    with pytest.raises(GliosegError, match="ensembles its fold models on dataset 'x' with subset val"):
+        validate_config(config, SCHEMA)
+    config["experiments"]["e"]["evaluate"][0]["subset"] = "all"
+    assert validate_config(config, SCHEMA)["experiments"]["e"]["evaluate"][0]["ensemble"] is True

@@ -23,18 +23,38 @@ def test_overlapping_cases_are_left_out(tmp_path):
     table = tmp_path / "overlap.csv"
     pd.DataFrame({"dataset_a": ["x"], "case_a": ["X9"], "dataset_b": ["y"], "case_b": ["c"], "similarity": [0.999]}).to_csv(
         table, index=False)
-    assert excluded_cases(table) == {"c"}
-    assert evaluation_cases(FOLDS, 0, "all", excluded_cases(table)) == ["a", "b", "d", "t1", "t2"]
-    assert excluded_cases(None) == set()
+    second = tmp_path / "second.csv"
+    pd.DataFrame({"dataset_a": ["z"], "case_a": ["Z1"], "dataset_b": ["y"], "case_b": ["t2"], "similarity": [0.97]}).to_csv(
+        second, index=False)
+    assert excluded_cases([table]) == {"c"}
+    assert evaluation_cases(FOLDS, 0, "all", excluded_cases([table])) == ["a", "b", "d", "t1", "t2"]
+    assert evaluation_cases(FOLDS, 0, "all", excluded_cases([table, second])) == ["a", "b", "d", "t1"]
+    assert excluded_cases() == set()
 
 
 def test_nothing_left_to_evaluate_is_a_clear_error(tmp_path):
     splits = tmp_path / "folds.json"
     splits.write_text(json.dumps({"training": FOLDS["training"], "testing": []}))
     with pytest.raises(GliosegError, match="no cases left to evaluate"):
-        cases_for(splits, 0, "test", None)
+        cases_for(splits, 0, "test")
 
 
 def test_unknown_subset_is_rejected():
     with pytest.raises(ValueError, match="unknown subset"):
         evaluation_cases(FOLDS, 0, "train")
+
+
+def test_training_folds_leave_out_the_overlap_with_other_datasets(tmp_path):
+    from glioseg.cli import _fold_split
+
+    splits = tmp_path / "folds.json"
+    splits.write_text(json.dumps(FOLDS))
+    table = tmp_path / "overlap.csv"
+    pd.DataFrame({"dataset_a": ["x", "x"], "case_a": ["X1", "X2"], "dataset_b": ["y", "y"], "case_b": ["a", "b"],
+                  "similarity": [0.99, 0.98]}).to_csv(table, index=False)
+    assert _fold_split(splits, 0, [table]) == (["d"], ["c"])
+    assert _fold_split(splits, 0, []) == (["b", "d"], ["a", "c"])
+    pd.DataFrame({"dataset_a": ["x"], "case_a": ["X3"], "dataset_b": ["y"], "case_b": ["d"], "similarity": [0.99]}).to_csv(
+        tmp_path / "more.csv", index=False)
+    with pytest.raises(GliosegError, match="fold 0 has no training cases left"):
+        _fold_split(splits, 0, [table, tmp_path / "more.csv"])

@@ -153,3 +153,43 @@ def test_models_that_need_the_patch_size_train_and_reload(cache, tmp_path, model
     run(cache, tmp_path, spec)
     rebuilt, payload = checkpoint.load_model(tmp_path / "model.pt", CPU)
     assert rebuilt(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
+
+
+def run_from(cache, root, spec, init) -> pd.DataFrame:
+    paths = FoldPaths(cache=cache, model=root / "model.pt", history=root / "history.csv", state=root / "state", init=init)
+    return train_fold(spec, paths, TRAIN, VAL, ["TC", "WT", "ET"], in_channels=4, device=CPU)
+
+
+def close_weights(a, b, atol: float) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol) for k in a)
+
+
+def test_training_starts_from_init_weights_and_a_changed_init_invalidates_saved_state(cache, tmp_path, caplog):
+    run(cache, tmp_path / "parent", settings(epochs=2, optimizer={"lr": 0.01}))
+    parent = checkpoint.load(tmp_path / "parent" / "model.pt")["state_dict"]
+    # A learning rate of 1e-9 barely moves the weights: the child must end where its init put it.
+    still = settings(epochs=1, optimizer={"lr": 1e-9}, init={"checkpoint": "parent/model.pt"})
+    with caplog.at_level("INFO"):
+        run_from(cache, tmp_path / "child", still, tmp_path / "parent" / "model.pt")
+    assert "initial weights from" in caplog.text and "loaded" in caplog.text
+    child = checkpoint.load(tmp_path / "child" / "model.pt")["state_dict"]
+    assert close_weights(child, parent, atol=1e-6)
+    scratch = run(cache, tmp_path / "scratch", still)
+    assert not close_weights(checkpoint.load(tmp_path / "scratch" / "model.pt")["state_dict"], parent, atol=1e-3)
+    assert len(scratch) == 1
+
+    # The parent is retrained with other weights: the child's saved state belongs to the old init and is not resumed.
+    run(cache, tmp_path / "parent", settings(epochs=2, optimizer={"lr": 0.02}))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_from(cache, tmp_path / "child", settings(epochs=1, optimizer={"lr": 1e-9}, init={"checkpoint": "parent/model.pt"}),
+                 tmp_path / "parent" / "model.pt")
+    assert "ignoring" in caplog.text and "resuming" not in caplog.text
+    assert close_weights(checkpoint.load(tmp_path / "child" / "model.pt")["state_dict"],
+                         checkpoint.load(tmp_path / "parent" / "model.pt")["state_dict"], atol=1e-6)
+
+
+def test_a_step_schedule_decays_the_learning_rate_every_step_size_epochs(cache, tmp_path):
+    history = run(cache, tmp_path, settings(epochs=4, optimizer={"name": "adam", "lr": 0.01},
+                                            scheduler={"name": "step", "step_size": 2, "gamma": 0.1}))
+    assert history["lr"].tolist() == pytest.approx([0.01, 0.01, 0.001, 0.001])

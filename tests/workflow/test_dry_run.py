@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import yaml
 
 from .conftest import CONFIGS, ROOT, planned_jobs, snakemake
@@ -121,3 +122,31 @@ def test_an_unreachable_kaggle_stops_the_run_before_preprocessing(workdir, tmp_p
     assert "someone/brats-mirror" in log and "source: {path:" in log
     assert "0123456789abcdef" not in log + result.output
     assert not (workdir / "results/preprocessed").exists() and not (workdir / "results/models").exists()
+
+
+@pytest.mark.parametrize("gpus, launcher", [(1, "exec glioseg"), (4, "exec torchrun --standalone --nproc-per-node 4 -m glioseg")])
+def test_the_train_rule_launches_one_process_per_gpu(gpus, launcher, tmp_path):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["experiments"]["unet_a"]["resources"]["gpus"] = gpus
+    path = tmp_path / "gpus.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "-n", "-p", "--until", "train", configfile=path)
+    assert result.returncode == 0, result.output[-3000:]
+    assert f"{launcher} --log-file results/models/unet_a/fold0/train.log" in result.output
+
+
+def test_an_experiment_can_keep_another_datasets_scans_out_of_its_folds(workdir):
+    """BraTS 2021 holds BraTS 2018's scans: pre-training on it for BraTS 2018 must leave them out, in training and validation."""
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["datasets"]["later"] = {"source": {"synthetic": {"cases": 6, "shape": [48, 48, 32], "seed": 9}},
+                                   "layout": "brats2021", "split": {"folds": 2}}
+    config["experiments"]["unet_a"]["exclude_overlap_with"] = ["later"]
+    path = workdir / "exclude.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "-p", configfile=path)
+    jobs = planned_jobs(result)
+    assert jobs["overlap"] == 1 and jobs["fingerprint"] == 2 and jobs["train"] == 4
+    excluded = "--exclude results/overlap/later/tiny.csv"
+    commands = [line for line in result.output.splitlines() if excluded in line]
+    assert sum(" train --cache " in line for line in commands) == 2  # unet_a's two folds, not unet_b's
+    assert sum(" infer --model " in line for line in commands) == sum(" score --predictions " in line for line in commands) == 2

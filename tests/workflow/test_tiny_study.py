@@ -154,11 +154,12 @@ def test_cross_dataset_evaluation_finds_and_excludes_renamed_training_scans(stud
 
     def add_other(config):
         config["datasets"]["other"] = {"source": {"path": str(other)}, "layout": "brats2021", "split": {"folds": 2}}
-        config["experiments"]["unet_a"]["evaluate"] = [{"dataset": "other"}]
+        config["experiments"]["unet_a"]["evaluate"] = [{"dataset": "other", "ensemble": True}]
 
     path = edited(workdir, add_other)
     plan = planned_jobs(snakemake(workdir, "-n", configfile=path))
     assert "train" not in plan and plan["infer"] == plan["score"] == 2
+    assert plan["infer_ensemble"] == plan["score_ensemble"] == 1
     result = snakemake(workdir, configfile=path)
     assert result.returncode == 0, result.output[-4000:]
 
@@ -168,5 +169,64 @@ def test_cross_dataset_evaluation_finds_and_excludes_renamed_training_scans(stud
     scores = pd.read_csv(workdir / "results/summary/scores.csv")
     cross = scores[(scores["dataset"] == "other")]
     assert set(cross["case"]) == {"BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"}  # the new scans only
-    assert sorted(cross["fold"].unique()) == [0, 1] and len(cross) == 2 * 3 * 3
+    assert sorted(cross["fold"].unique()) == [-1, 0, 1] and len(cross) == 3 * 3 * 3
+    ensemble = cross[cross["experiment"] == "unet_a+ensemble"]
+    assert set(ensemble["fold"]) == {-1} and set(ensemble["case"]) == set(cross["case"])
+    assert (scores[scores["experiment"] == "unet_a+ensemble"]["dataset"] == "other").all()
     assert (workdir / "results/figures/unet_a/montage_other.png").exists()
+
+
+def _research_contributions_checkpoint(path: Path) -> dict:
+    """A Swin UNETR checkpoint saved the way MONAI research-contributions' BraTS 2021 trainer saves it."""
+    import torch
+
+    from glioseg.models import build_model
+
+    torch.manual_seed(3)
+    model = build_model({"name": "swin_unetr", "params": {"feature_size": 12}}, 4, 3, spatial_dims=3)
+    state = {f"module.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"epoch": 299, "best_acc": np.mean(np.array([0.9, 0.8])), "state_dict": state}, path)
+    return model.state_dict()
+
+
+def test_transfer_experiments_start_from_a_checkpoint_or_another_experiment(study, tmp_path):
+    """Evaluation-only experiments import weights (no training job); a fine-tune starts from another fold's model."""
+    import torch
+
+    workdir = shutil.copytree(study, tmp_path / "study", symlinks=True)
+    published = _research_contributions_checkpoint(tmp_path / "swin_brats21_fold1.pt")
+    unet_a = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())["experiments"]["unet_a"]
+
+    def add_transfer(config):
+        config["experiments"]["swin_zero"] = {
+            "dataset": "tiny", "model": {"name": "swin_unetr", "params": {"feature_size": 12}}, "epochs": 0,
+            "patch_size": [64, 64, 32], "init": {"checkpoint": str(tmp_path / "swin_brats21_fold1.pt")},
+            "inference": {"overlap": 0.0, "sw_batch_size": 1}, "resources": unet_a["resources"]}
+        config["experiments"]["unet_copy"] = {**unet_a, "epochs": 0, "init": {"experiment": "unet_a"}}
+        config["experiments"]["unet_ft"] = {**unet_a, "epochs": 1, "folds": [1], "init": {"experiment": "unet_a", "fold": 0}}
+
+    path = edited(workdir, add_transfer)
+    plan = planned_jobs(snakemake(workdir, "-n", configfile=path))
+    assert plan["import_model"] == 4 and plan["train"] == 1  # swin_zero and unet_copy train nothing
+    assert plan["plot_curves"] == 1 and plan["infer"] == plan["score"] == 5
+    result = snakemake(workdir, configfile=path)
+    assert result.returncode == 0, result.output[-4000:]
+
+    models = workdir / "results/models"
+    imported = torch.load(models / "swin_zero/fold0/model.pt", weights_only=True)
+    assert imported["format"] == "glioseg-model/1" and imported["epoch"] == 0
+    for key, value in published.items():
+        torch.testing.assert_close(imported["state_dict"][key], value)
+    assert "loaded 159/159 tensors" in (models / "swin_zero/fold0/import.log").read_text()
+    assert not (models / "swin_zero/fold0/history.csv").exists()
+
+    for fold in FOLDS:  # the same weights predict the same labels
+        ours, theirs = (workdir / f"results/predictions/{name}/fold{fold}/tiny" for name in ("unet_copy", "unet_a"))
+        for prediction in theirs.glob("*.nii.gz"):
+            np.testing.assert_array_equal(np.asarray(nib.load(ours / prediction.name).dataobj),
+                                          np.asarray(nib.load(prediction).dataobj))
+    assert "initial weights from results/models/unet_a/fold0/model.pt" in (models / "unet_ft/fold1/train.log").read_text()
+    scores = pd.read_csv(workdir / "results/summary/scores.csv")
+    assert set(scores["experiment"]) == {"unet_a", "unet_b", "swin_zero", "unet_copy", "unet_ft"}
+    assert sorted(scores.loc[scores["experiment"] == "unet_ft", "fold"].unique()) == [1]
+    assert not (workdir / "results/figures/swin_zero/training_curves.png").exists()

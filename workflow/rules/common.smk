@@ -7,6 +7,8 @@ from snakemake.exceptions import WorkflowError
 from glioseg.config import (
     experiment_folds,
     inference_settings,
+    init_source,
+    is_trained,
     training_settings,
     validate_config,
 )
@@ -24,6 +26,15 @@ except GliosegError as error:
 R = config["results"]
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly these names (and nothing, when there are none)."""
+    return "|".join(names) or "(?!)"
+
+
+TRAINED = [name for name in EXPERIMENTS if is_trained(config, name)]
+IMPORTED = [name for name in EXPERIMENTS if not is_trained(config, name)]
 
 
 def check_kaggle_credentials():
@@ -94,6 +105,23 @@ def raw_dir(dataset):
     return extracted_dir(dataset)
 
 
+def init_weights(wildcards):
+    """The file a fold starts from, as an input list: empty for a random initialisation."""
+    path = init_source(config, wildcards.experiment, int(wildcards.fold))
+    return [path] if path else []
+
+
+def init_option(wildcards):
+    paths = init_weights(wildcards)
+    return f"--init {paths[0]}" if paths else ""
+
+
+def training_overlap_tables(wildcards):
+    """Overlap tables listing the experiment's cases that are scans of the datasets it must not see."""
+    own = dataset_of(wildcards)
+    return [f"{R}/overlap/{other}/{own}.csv" for other in EXPERIMENTS[wildcards.experiment]["exclude_overlap_with"]]
+
+
 def evaluated_datasets(experiment):
     """The experiment's own dataset, then every other dataset it is evaluated on."""
     spec = EXPERIMENTS[experiment]
@@ -124,23 +152,47 @@ def subset_of(wildcards):
 
 
 def overlap_tables(wildcards):
-    """The overlap table to exclude, as an input list: empty unless a cross-dataset evaluation excludes overlap."""
+    """Overlap tables whose cases an evaluation leaves out, as an input list.
+
+    On the experiment's own dataset: those of ``exclude_overlap_with``, as in
+    training. On another dataset: the overlap with the training dataset,
+    unless the evaluation keeps it.
+    """
     evaluation = cross_evaluation(wildcards)
-    if evaluation is None or not evaluation["exclude_overlap"]:
+    if evaluation is None:
+        return training_overlap_tables(wildcards)
+    if not evaluation["exclude_overlap"]:
         return []
     return [f"{R}/overlap/{dataset_of(wildcards)}/{wildcards.dataset}.csv"]
 
 
 def exclude_option(wildcards):
     tables = overlap_tables(wildcards)
-    return f"--exclude {tables[0]}" if tables else ""
+    return f"--exclude {' '.join(tables)}" if tables else ""
+
+
+def training_exclude_option(wildcards):
+    tables = training_overlap_tables(wildcards)
+    return f"--exclude {' '.join(tables)}" if tables else ""
+
+
+def fold_models(experiment):
+    return [f"{R}/models/{experiment}/fold{fold}/model.pt" for fold in experiment_folds(config, experiment)]
+
+
+def ensembles():
+    """(experiment, dataset) pairs scored with the average of every fold model."""
+    return [
+        (experiment, evaluation["dataset"])
+        for experiment, spec in EXPERIMENTS.items()
+        for evaluation in spec["evaluate"]
+        if evaluation["ensemble"]
+    ]
 
 
 def score_files():
-    return [
-        f"{R}/scores/{experiment}/fold{fold}/{dataset}.csv"
-        for experiment, fold, dataset in evaluations()
-    ]
+    per_fold = [f"{R}/scores/{experiment}/fold{fold}/{dataset}.csv" for experiment, fold, dataset in evaluations()]
+    return per_fold + [f"{R}/scores/{experiment}/ensemble/{dataset}.csv" for experiment, dataset in ensembles()]
 
 
 def experiment_resources(name):
@@ -150,6 +202,7 @@ def experiment_resources(name):
 def final_targets():
     targets = [f"{R}/summary/summary.md", f"{R}/figures/score_boxplots.png"]
     for experiment in EXPERIMENTS:
-        targets.append(f"{R}/figures/{experiment}/training_curves.png")
+        if is_trained(config, experiment):
+            targets.append(f"{R}/figures/{experiment}/training_curves.png")
         targets += [f"{R}/figures/{experiment}/montage_{dataset}.png" for dataset in evaluated_datasets(experiment)]
     return targets

@@ -81,3 +81,55 @@ rule score:
         "glioseg --log {log} score --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
         " --splits {input.splits} --fold {wildcards.fold} --subset {params.subset} {params.exclude}"
         " --experiment {wildcards.experiment} --out {output}"
+
+
+rule infer_ensemble:
+    input:
+        models=lambda w: fold_models(w.experiment),
+        cache=f"{R}/preprocessed/{{dataset}}",
+        csv=f"{R}/manifests/{{dataset}}.csv",
+        info=f"{R}/manifests/{{dataset}}.json",
+        splits=f"{R}/splits/{{dataset}}/folds.json",
+        overlap=overlap_tables,
+    output:
+        directory(f"{R}/predictions/{{experiment}}/ensemble/{{dataset}}"),
+    params:
+        settings=lambda w: canonical_json(inference_settings(config, w.experiment)),
+        subset=subset_of,
+        exclude=exclude_option,
+    log:
+        f"{R}/logs/infer/{{experiment}}/ensemble/{{dataset}}.log",
+    threads: lambda w: experiment_resources(w.experiment)["cpus"]
+    resources:
+        gpu=lambda w: experiment_resources(w.experiment)["gpus"],
+        cpus_per_task=lambda w, threads: threads,
+        mem_mb=lambda w: experiment_resources(w.experiment)["mem_mb"],
+        runtime=60,
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} --threads {threads} infer --model {input.models} --cache {input.cache}"
+        " --manifest {input.csv} --info {input.info} --splits {input.splits} --fold 0"
+        " --subset {params.subset} {params.exclude} --settings {params.settings:q} --out {output}"
+
+
+rule score_ensemble:
+    input:
+        predictions=f"{R}/predictions/{{experiment}}/ensemble/{{dataset}}",
+        csv=f"{R}/manifests/{{dataset}}.csv",
+        info=f"{R}/manifests/{{dataset}}.json",
+        splits=f"{R}/splits/{{dataset}}/folds.json",
+        overlap=overlap_tables,
+    output:
+        f"{R}/scores/{{experiment}}/ensemble/{{dataset}}.csv",
+    params:
+        subset=subset_of,
+        exclude=exclude_option,
+    log:
+        f"{R}/logs/score/{{experiment}}/ensemble/{{dataset}}.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} score --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
+        " --splits {input.splits} --fold -1 --subset {params.subset} {params.exclude}"
+        " --experiment {wildcards.experiment}+ensemble --out {output}"

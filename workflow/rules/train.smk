@@ -1,17 +1,31 @@
 # One training job per (experiment, fold). Resumable state lives in state/,
 # which is not a declared output, so a failed or killed job keeps it.
+# Experiments with epochs: 0 have no training job: import_model writes their
+# fold models from the init weights instead.
 
 
 rule train:
+    wildcard_constraints:
+        experiment=name_pattern(TRAINED),
     input:
         cache=lambda w: f"{R}/preprocessed/{dataset_of(w)}",
         splits=lambda w: f"{R}/splits/{dataset_of(w)}/folds.json",
+        init=init_weights,
+        overlap=training_overlap_tables,
     output:
         model=f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
         history=f"{R}/models/{{experiment}}/fold{{fold}}/history.csv",
     params:
         settings=lambda w: canonical_json(training_settings(config, w.experiment)),
         state=lambda w: f"{R}/models/{w.experiment}/fold{w.fold}/state",
+        init=init_option,
+        exclude=training_exclude_option,
+        # More than one GPU: one process per GPU under torchrun, trained with torch DDP.
+        launcher=lambda w: (
+            f"torchrun --standalone --nproc-per-node {gpus} -m glioseg"
+            if (gpus := experiment_resources(w.experiment)["gpus"]) > 1
+            else "glioseg"
+        ),
     log:
         f"{R}/models/{{experiment}}/fold{{fold}}/train.log",
     threads: lambda w: experiment_resources(w.experiment)["cpus"]
@@ -44,6 +58,26 @@ rule train:
         " && end=$(date -d \"$(squeue -h -j \"$SLURM_JOB_ID\" -o %e 2>/dev/null)\" +%s 2>/dev/null) && [ \"$end\" -gt \"$(date +%s)\" ];"
         " then (while kill -0 $$; do [ $(date +%s) -lt $((end - {resources.signal_seconds})) ] || {{ kill -TERM $$; exit; }};"
         " sleep 2; done) </dev/null >/dev/null 2>&1 & fi;"
-        " exec glioseg --log {log} --threads {threads} train --cache {input.cache} --splits {input.splits}"
+        " exec {params.launcher} --log-file {log} --threads {threads} train --cache {input.cache} --splits {input.splits}"
         " --fold {wildcards.fold} --settings {params.settings:q}"
+        " {params.init} {params.exclude}"
         " --out-model {output.model} --out-history {output.history} --state {params.state}"
+
+
+rule import_model:
+    wildcard_constraints:
+        experiment=name_pattern(IMPORTED),
+    input:
+        cache=lambda w: f"{R}/preprocessed/{dataset_of(w)}",
+        init=init_weights,
+    output:
+        f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
+    params:
+        settings=lambda w: canonical_json(training_settings(config, w.experiment)),
+    log:
+        f"{R}/models/{{experiment}}/fold{{fold}}/import.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} import-model --cache {input.cache} --init {input.init}"
+        " --settings {params.settings:q} --out {output}"

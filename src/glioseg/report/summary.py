@@ -24,6 +24,8 @@ from glioseg.labels import REGIONS
 from glioseg.tables import SCORE_COLUMNS
 
 METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
+ENSEMBLE_FOLD = -1
+"""The fold of scores that an ensemble of every fold model produced (experiment ``<name>+ensemble``)."""
 SCORE_KEYS: tuple[str, ...] = ("experiment", "fold", "dataset", "case", "region")
 # Read as text so that case ids such as "00012" keep their leading zeros.
 _TEXT_COLUMNS = {"experiment": str, "dataset": str, "case": str, "region": str}
@@ -190,7 +192,7 @@ def _per_fold_table(per_fold: pd.DataFrame) -> str:
     for (experiment, dataset, fold), group in per_fold.groupby(["experiment", "dataset", "fold"], sort=False):
         cells = _lookup(group)
         count = int(group["n_cases"].max())
-        rows.append([experiment, dataset, str(fold), str(count)] + [_cell(cells.get((r, "dice")), "dice") for r in REGIONS])
+        rows.append([experiment, dataset, "ensemble" if fold == ENSEMBLE_FOLD else str(fold), str(count)] + [_cell(cells.get((r, "dice")), "dice") for r in REGIONS])
     return _markdown_table(header, rows)
 
 

@@ -26,10 +26,37 @@ from glioseg.models import build_model
 MODEL_FORMAT = "glioseg-model/1"
 
 
-def fingerprint(settings: Mapping[str, Any], train_cases: list[str], val_cases: list[str]) -> str:
-    """A digest of everything that determines the training run."""
-    payload = json.dumps({"settings": settings, "train": sorted(train_cases), "val": sorted(val_cases)}, sort_keys=True)
+def fingerprint(settings: Mapping[str, Any], train_cases: list[str], val_cases: list[str], init_digest: str = "") -> str:
+    """A digest of everything that determines the training run, the initial weights' content included."""
+    payload = json.dumps({"settings": settings, "train": sorted(train_cases), "val": sorted(val_cases), "init": init_digest},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes: a retrained parent model must not let its child resume stale state."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(path: str | Path, state_dict: Mapping[str, torch.Tensor], settings: Mapping[str, Any], regions: list[str],
+               in_channels: int, *, epoch: int, best_metric: float) -> None:
+    """Write a model file: the weights and what is needed to rebuild the network around them."""
+    save(
+        {
+            "format": MODEL_FORMAT,
+            "state_dict": dict(state_dict),
+            "epoch": epoch,
+            "best_metric": best_metric,
+            "settings": dict(settings),
+            "regions": list(regions),
+            "in_channels": in_channels,
+        },
+        path,
+    )
 
 
 def save(payload: Mapping[str, Any], path: str | Path) -> None:

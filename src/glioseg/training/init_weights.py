@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from glioseg.errors import GliosegError
-from glioseg.models import adapt_first_conv
+from glioseg.models import adapt_first_conv, build_model
+from glioseg.training import checkpoint
 from glioseg.training.checkpoint import MODEL_FORMAT
 
 _log = logging.getLogger(__name__)
@@ -416,4 +417,20 @@ def load_initial_weights(model: nn.Module, path: str | Path, fmt: str = "auto", 
     with torch.no_grad():
         model.load_state_dict({k: remapped[k] for k in report.loaded}, strict=False)
     _log.info("initial weights from %s: %s", path, summary)
+    return report
+
+
+def import_model(init: str | Path, settings: Mapping[str, Any], regions: list[str], in_channels: int,
+                 out: str | Path) -> LoadReport:
+    """Write a model file for an evaluation-only experiment: its network with the ``init`` weights, untrained.
+
+    Goes through :func:`load_initial_weights`, so a published checkpoint is
+    remapped, checked and refused exactly as it would be before fine-tuning.
+    """
+    torch.manual_seed(settings["seed"])
+    model = build_model(settings["model"], in_channels, len(regions), spatial_dims=len(settings["patch_size"]),
+                        patch_size=settings["patch_size"])
+    spec = settings.get("init") or {}
+    report = load_initial_weights(model, init, spec.get("format", "auto"), min_fraction=spec.get("min_fraction", 0.5))
+    checkpoint.save_model(out, model.state_dict(), settings, regions, in_channels, epoch=0, best_metric=float("nan"))
     return report

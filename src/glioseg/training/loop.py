@@ -37,7 +37,18 @@ from glioseg.losses import build_loss
 from glioseg.tables import history_columns
 from glioseg.models import build_model, on_epoch_start, training_loss
 from glioseg.training import checkpoint
-from glioseg.training.data import case_items, eval_loader, train_loader, train_transforms
+from glioseg.training.init_weights import load_initial_weights
+from glioseg.training.data import case_items, epoch_seed, eval_loader, train_loader, train_transforms
+from glioseg.training.distributed import (
+    World,
+    any_rank,
+    barrier,
+    process_group,
+    shard,
+    validation_share,
+    world_from_environment,
+    wrap,
+)
 from glioseg.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -58,6 +69,8 @@ class FoldPaths:
     model: Path
     history: Path
     state: Path
+    init: Path | None = None
+    """Weights to start from (``settings["init"]`` says how to read them); ignored when resuming."""
 
     @property
     def last(self) -> Path:
@@ -76,6 +89,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    network: nn.Module
+    """What the training steps call: the model, or DDP around it."""
     epoch: int = 0
     best_metric: float = -1.0
     best_epoch: int = 0
@@ -111,10 +126,6 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-def select_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], device: torch.device) -> Run:
     torch.manual_seed(settings["seed"])
     model = build_model(settings["model"], in_channels, len(regions), spatial_dims=len(settings["patch_size"]),
@@ -122,7 +133,7 @@ def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], 
     optimizer = build_optimizer(settings["optimizer"], model.parameters())
     scheduler = build_scheduler(settings["scheduler"], optimizer, settings["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings["amp"])
-    return Run(model, optimizer, scheduler, scaler)
+    return Run(model, optimizer, scheduler, scaler, network=model)
 
 
 def _save_state(run: Run, path: Path, digest: str) -> None:
@@ -165,7 +176,7 @@ def _resume(run: Run, path: Path, digest: str) -> bool:
 
 
 def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp: bool, stop: StopRequest,
-                 save: Callable[[], None]) -> float:
+                 save: Callable[[], None], world: World) -> float:
     """One pass over the loader; the steps an interrupted attempt already took are replayed, not retrained.
 
     Replaying draws those batches again (without training on them) so that
@@ -178,14 +189,16 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
         image, label = batch["image"].to(device), batch["label"].to(device)
         run.optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
-            loss = training_loss(run.model, run.model(image), label, loss_fn)
+            loss = training_loss(run.model, run.network(image), label, loss_fn)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.epoch_losses.append(float(loss.detach()))
-        if stop.signal is not None:
-            save()
-            raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signal).name} in epoch {run.epoch + 1} after "
+        if any_rank(stop.signal is not None, world, device):
+            if world.is_main:
+                save()
+            name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another process"
+            raise TrainingInterrupted(f"stopped by {name} in epoch {run.epoch + 1} after "
                                       f"{len(run.epoch_losses)} steps; state saved")
     mean_loss = float(np.mean(run.epoch_losses))
     run.epoch_losses = []
@@ -193,7 +206,11 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
 
 
 def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torch.device) -> np.ndarray:
-    """Mean Dice per region over the validation cases (empty truth and prediction count as 1)."""
+    """Mean Dice per region over the validation cases (empty truth and prediction count as 1).
+
+    Under DDP each process predicts its share of the cases and MONAI's metric
+    gathers the per-case Dice from every process, so all agree on the mean.
+    """
     metric = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
     window = {**VALIDATION_WINDOW, "roi_size": settings["patch_size"]}
     for batch in loader:
@@ -206,30 +223,42 @@ def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[
                in_channels: int, device: torch.device | None = None) -> pd.DataFrame:
     """Train (or resume) one fold, then write the best model and the per-epoch history.
 
-    Raises :class:`TrainingInterrupted` after saving the state when a stop signal arrives.
+    Under torchrun each process trains on its share of the cases (torch DDP);
+    rank 0 validates and writes. Raises :class:`TrainingInterrupted` after
+    saving the state when a stop signal arrives.
     """
-    with StopRequest().listening() as stop:
-        return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device or select_device(), stop)
+    world = world_from_environment()
+    device = device or world.device()
+    with StopRequest().listening() as stop, process_group(world, device):
+        return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device, stop, world)
 
 
 def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
-                in_channels: int, device: torch.device, stop: StopRequest) -> pd.DataFrame:
-    digest = checkpoint.fingerprint(settings, train_cases, val_cases)
+                in_channels: int, device: torch.device, stop: StopRequest, world: World) -> pd.DataFrame:
+    digest = checkpoint.fingerprint(settings, train_cases, val_cases,
+                                    checkpoint.file_digest(paths.init) if paths.init else "")
     run = _new_run(settings, in_channels, regions, device)
-    _resume(run, paths.last, digest)
+    if not _resume(run, paths.last, digest) and paths.init is not None:
+        init = settings.get("init") or {}
+        load_initial_weights(run.model, paths.init, init.get("format", "auto"), min_fraction=init.get("min_fraction", 0.5))
+    run.network = wrap(run.model, world, device)
     loss_fn = build_loss(settings["loss"])
     transforms = train_transforms(settings["patch_size"], settings["augment"])
-    train_items, val_loader = case_items(paths.cache, train_cases), eval_loader(case_items(paths.cache, val_cases), settings["num_workers"])
+    train_items = case_items(paths.cache, train_cases)
+    val_loader = eval_loader(case_items(paths.cache, validation_share(val_cases, world)), settings["num_workers"])
     amp = settings["amp"]
-    log.info("training %s on %s: %d train / %d validation cases, epochs %d..%d", settings["name"], device, len(train_cases),
-             len(val_cases), run.epoch + 1, settings["epochs"])
+    log.info("training %s on %s%s: %d train / %d validation cases, epochs %d..%d", settings["name"], device,
+             f" (process {world.rank} of {world.size})" if world.is_distributed else "", len(train_cases), len(val_cases),
+             run.epoch + 1, settings["epochs"])
     bar = tqdm(range(run.epoch + 1, settings["epochs"] + 1), desc=f"{settings['name']}", unit="epoch", initial=run.epoch,
-               total=settings["epochs"])
+               total=settings["epochs"], disable=not world.is_main)
     for epoch in bar:
         on_epoch_start(run.model, epoch)
         started = time.perf_counter()
-        loader = train_loader(train_items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"], epoch)
-        loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, digest))
+        items = shard(train_items, world, epoch_seed(settings["seed"], epoch))
+        loader = train_loader(items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"] + world.rank,
+                              epoch)
+        loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, digest), world)
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         run.scheduler.step()
         if epoch % settings["validate_every"] == 0 or epoch == settings["epochs"]:
@@ -237,30 +266,25 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
             row.update({f"val_dice_{r}": float(d) for r, d in zip(regions, dice)}, val_dice_mean=float(dice.mean()))
             if row["val_dice_mean"] > run.best_metric:
                 run.best_metric, run.best_epoch = row["val_dice_mean"], epoch
-                checkpoint.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
+                if world.is_main:
+                    checkpoint.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
         row["seconds"] = time.perf_counter() - started
         run.epoch = epoch
         run.history.append(row)
-        _save_state(run, paths.last, digest)
+        if world.is_main:
+            _save_state(run, paths.last, digest)
+        barrier(world)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice_mean', float('nan')):.3f}")
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+    if not world.is_main:
+        return pd.DataFrame(run.history)
     return _finish(run, settings, paths, regions, in_channels)
 
 
 def _finish(run: Run, settings: Mapping[str, Any], paths: FoldPaths, regions: list[str], in_channels: int) -> pd.DataFrame:
     best = checkpoint.load(paths.best)
-    checkpoint.save(
-        {
-            "format": checkpoint.MODEL_FORMAT,
-            "state_dict": best["model"],
-            "epoch": best["epoch"],
-            "best_metric": best["metric"],
-            "settings": dict(settings),
-            "regions": list(regions),
-            "in_channels": in_channels,
-        },
-        paths.model,
-    )
+    checkpoint.save_model(paths.model, best["model"], settings, regions, in_channels, epoch=best["epoch"],
+                          best_metric=best["metric"])
     history = pd.DataFrame(run.history).reindex(columns=history_columns(regions))
     write_csv(paths.history, history)
     log.info("best mean validation Dice %.4f at epoch %d → %s", run.best_metric, run.best_epoch, paths.model)

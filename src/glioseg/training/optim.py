@@ -18,7 +18,9 @@ def build_optimizer(spec: Mapping[str, Any], parameters: Iterable[torch.nn.Param
 
 
 def build_scheduler(spec: Mapping[str, Any], optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-epoch schedule; ``cosine`` anneals to zero over the run."""
+    """A per-epoch schedule: ``cosine`` anneals to zero over the run, ``step`` decays by ``gamma`` every ``step_size`` epochs."""
     if spec["name"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if spec["name"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=spec.get("step_size", 1), gamma=spec.get("gamma", 0.5))
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
