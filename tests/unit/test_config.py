@@ -37,7 +37,10 @@ def test_defaults_are_filled_at_every_depth():
 
 
 def test_the_shipped_configs_are_valid():
-    for path in [ROOT / "config.yaml", *sorted((ROOT / "tests" / "workflow" / "configs").glob("*.yaml"))]:
+    shipped = [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml")),
+               *sorted((ROOT / "tests" / "workflow" / "configs").glob("*.yaml"))]
+    assert len(shipped) >= 4
+    for path in shipped:
         validate_config(yaml.safe_load(path.read_text()), SCHEMA, source=str(path))
 
 
