@@ -18,6 +18,7 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
     train="|".join(DATASETS),
     evaluated="|".join(DATASETS),
+    evaluation=evaluation_pattern(),
     fold=r"\d+",
 
 
@@ -36,6 +37,7 @@ localrules:
     plot_curves,
     plot_boxplots,
     plot_montage,
+    plot_gallery,
 
 
 onstart:

@@ -79,9 +79,11 @@ def cmd_split(args: argparse.Namespace) -> None:
 
     info = read_dataset_info(args.info)
     table = write_splits(read_manifest(args.manifest), info.modalities, args.folds, args.test_fraction, args.seed,
-                         args.out_json, args.out_csv)
-    log.info("%s: %d patients in %d folds, %d held out for testing", info.name, table["patient"].nunique(), args.folds,
-             int((table["subset"] == "test").sum()))
+                         args.out_json, args.out_csv, tuple(args.holdout) if args.holdout else None)
+    patients = table.drop_duplicates("patient")
+    log.info("%s: %d patients; per fold %s; %d held out for testing", info.name, len(patients),
+             patients[patients["fold"] >= 0]["fold"].value_counts().sort_index().to_dict(),
+             int((patients["subset"] == "test").sum()))
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
@@ -164,10 +166,33 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     cases = cases_for(args.splits, args.fold, args.subset, args.exclude)
     scores = score_predictions(args.predictions, read_manifest(args.manifest), read_dataset_info(args.info), cases,
-                               args.experiment, args.fold)
+                               args.experiment, args.fold, args.label)
     write_csv(args.out, scores)
     means = scores.groupby("region")["dice"].mean()
     log.info("%s fold %d: mean Dice %s", args.experiment, args.fold, ", ".join(f"{r} {v:.3f}" for r, v in means.items()))
+
+
+def cmd_score_slices(args: argparse.Namespace) -> None:
+    from glioseg.atomic import write_csv
+    from glioseg.evaluation import cases_for
+    from glioseg.manifest import read_dataset_info, read_manifest
+    from glioseg.scoring import score_prediction_slices
+
+    cases = cases_for(args.splits, args.fold, args.subset, args.exclude)
+    scores = score_prediction_slices(args.predictions, read_manifest(args.manifest), read_dataset_info(args.info), cases,
+                                     args.experiment, args.fold, args.label)
+    write_csv(args.out, scores)
+    tumour = scores[scores["truth_pixels"] > 0]
+    log.info("%s fold %d: %d slices, %d with tumour (mean Dice %.3f, IoU %.3f), %d without (%d with a false positive)",
+             args.experiment, args.fold, len(scores), len(tumour), tumour["dice"].mean(), tumour["iou"].mean(),
+             len(scores) - len(tumour), int(((scores["truth_pixels"] == 0) & (scores["pred_pixels"] > 0)).sum()))
+
+
+def cmd_plot_gallery(args: argparse.Namespace) -> None:
+    from glioseg.manifest import read_manifest
+    from glioseg.report.gallery import plot_gallery
+
+    plot_gallery(args.slice_scores, read_manifest(args.manifest), dict(args.predictions), out=args.out)
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
@@ -250,6 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--info", type=Path, required=True)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--test-fraction", type=float, default=0.0)
+    p.add_argument("--holdout", type=int, nargs=2, metavar=("VAL", "TEST"),
+                   help="a train/validation/test split by patient counts instead of folds (validation is fold 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--out-csv", type=Path, required=True)
@@ -301,6 +328,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", type=Path, required=True)
     _fold_inputs(p)
     p.add_argument("--experiment", required=True)
+    p.add_argument("--label", help="the evaluation's name in the dataset column (default: the dataset's name)")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("score-slices", cmd_score_slices, "Per-slice Dice, IoU and missed tumour parts of an evaluation (2D datasets).")
+    p.add_argument("--predictions", type=Path, required=True)
+    _fold_inputs(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--label", help="the evaluation's name in the dataset column (default: the dataset's name)")
     p.add_argument("--out", type=Path, required=True)
 
     p = command("summarize", cmd_summarize, "Collect score tables into scores.csv and a markdown summary.")
@@ -319,6 +354,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("plot-montage", cmd_plot_montage, "Best, median and worst case of one experiment on one dataset.")
     p.add_argument("--scores", type=Path, nargs="+", required=True)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--predictions", type=_fold_path, nargs="+", required=True, metavar="FOLD=DIR")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = command("plot-gallery", cmd_plot_gallery, "Slices by kind of result (good, missed, false positive...), from slice scores.")
+    p.add_argument("--slice-scores", type=Path, nargs="+", required=True)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--predictions", type=_fold_path, nargs="+", required=True, metavar="FOLD=DIR")
     p.add_argument("--out", type=Path, required=True)

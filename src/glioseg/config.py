@@ -7,6 +7,8 @@ fails in a second with one message instead of after hours of training.
 from __future__ import annotations
 
 import copy
+import itertools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,9 @@ import jsonschema
 import yaml
 
 from glioseg.errors import GliosegError
+
+TEST_SUFFIX = "+test"
+"""Appended to a dataset's name for the evaluation of its held-out test patients (``test: true``)."""
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -43,9 +48,68 @@ def _location(error: jsonschema.ValidationError) -> str:
     return " → ".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+
+
+def _merged(base: Any, choice: Any) -> Any:
+    """``choice`` laid over ``base``: mappings merge key by key, anything else replaces."""
+    if isinstance(base, Mapping) and isinstance(choice, Mapping):
+        return {**base, **{key: _merged(base.get(key), value) for key, value in choice.items()}}
+    return copy.deepcopy(choice)
+
+
+def expand_grids(experiments: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Replace each experiment that has a ``grid`` by one experiment per combination of its choices.
+
+    ``grid`` maps a key of the experiment to labelled choices, e.g.
+    ``loss: {bcedice: {name: dice_bce}, explog: {name: exp_log}}``; every
+    combination becomes ``<name>-<label>-<label>…`` (keys in the order
+    given), each choice merged over the experiment's own value of that key.
+    Study 3's 22 (model, loss, optimiser) runs are a few grids, not 22 copies.
+    """
+    expanded: dict[str, Any] = {}
+    for name, spec in experiments.items():
+        if not isinstance(spec, Mapping) or "grid" not in spec:
+            expanded[name] = spec
+            continue
+        base = {key: value for key, value in spec.items() if key != "grid"}
+        axes = _grid_axes(name, spec["grid"], source)
+        for combination in itertools.product(*(choices.items() for _, choices in axes)):
+            variant = copy.deepcopy(base)
+            for (key, _), (_, choice) in zip(axes, combination):
+                variant[key] = _merged(variant.get(key), choice)
+            variant_name = "-".join([name, *(label for label, _ in combination)])
+            if variant_name in experiments or variant_name in expanded:
+                raise GliosegError(f"grid experiment '{variant_name}' is defined twice", path=source,
+                                   hint="rename the experiment or one of its grid labels.")
+            expanded[variant_name] = variant
+    return expanded
+
+
+def _grid_axes(name: str, grid: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
+    """A grid's (key, labelled choices) pairs, checked: a mistake here would otherwise surface as odd experiment names."""
+    problem = None
+    if not isinstance(grid, Mapping) or not grid:
+        problem = "grid must map experiment keys to labelled choices"
+    elif "grid" in grid or "dataset" in grid:
+        problem = "a grid cannot vary 'grid' or 'dataset' (define one experiment per dataset)"
+    else:
+        for key, choices in grid.items():
+            if not isinstance(choices, Mapping) or not choices:
+                problem = f"grid → {key} must map labels to values, e.g. {{adam: {{name: adam}}}}"
+            elif bad := [label for label in choices if not _LABEL.match(str(label))]:
+                problem = f"grid → {key} labels {bad} are not letters, digits and underscores"
+    if problem:
+        raise GliosegError(f"experiment '{name}': {problem}", path=source,
+                           hint="see 'grid' in workflow/schemas/config.schema.yaml and configs/brats-unet2d-family.yaml.")
+    return [(key, dict(choices)) for key, choices in grid.items()]
+
+
 def validate_config(config: Mapping[str, Any], schema_path: str | Path, *, source: str = "config") -> dict[str, Any]:
-    """Return a copy of ``config`` with defaults filled, or raise one clear :class:`GliosegError`."""
+    """Return a copy of ``config`` with grids expanded and defaults filled, or raise one clear :class:`GliosegError`."""
     resolved = copy.deepcopy(dict(config))
+    if isinstance(resolved.get("experiments"), Mapping):
+        resolved["experiments"] = expand_grids(resolved["experiments"], source)
     schema = load_schema(schema_path)
     errors = sorted(_DefaultingValidator(schema).iter_errors(resolved), key=lambda e: list(e.absolute_path))
     if errors:
@@ -95,13 +159,28 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                     path=source,
                     hint=f"use datasets among {sorted(set(datasets) - {experiment['dataset']})}.",
                 )
-        n_folds = datasets[experiment["dataset"]]["split"]["folds"]
+        split = datasets[experiment["dataset"]]["split"]
+        if experiment["test"] and not (split["test_fraction"] > 0 or split.get("test_patients", 0) > 0):
+            raise GliosegError(
+                f"experiment '{name}' asks for test scores, but dataset '{experiment['dataset']}' holds out no test patients",
+                path=source,
+                hint="set the dataset's split → test_fraction (or test_patients with val_patients), or remove test: true.",
+            )
+        n_folds = validation_folds(datasets[experiment["dataset"]]["split"])
         bad = [k for k in experiment.get("folds", []) if k >= n_folds]
         if bad:
             raise GliosegError(
                 f"experiment '{name}' asks for folds {bad}, but dataset '{experiment['dataset']}' has {n_folds} folds (0..{n_folds - 1})",
                 path=source,
                 hint="remove those folds or raise the dataset's split → folds.",
+            )
+        roi = experiment["inference"].get("roi_size")
+        if roi is not None and len(roi) != len(experiment["patch_size"]):
+            raise GliosegError(
+                f"experiment '{name}' trains on {len(experiment['patch_size'])}D patches but infers with a "
+                f"{len(roi)}D roi_size",
+                path=source,
+                hint="give inference → roi_size as many sides as patch_size, or leave it out to use the patch size.",
             )
         _check_init(config, name, source)
     _check_init_cycles(config, source)
@@ -153,12 +232,17 @@ def _check_init_cycles(config: dict[str, Any], source: str) -> None:
             chain.append(parent)
 
 
+def validation_folds(split: Mapping[str, Any]) -> int:
+    """How many folds a dataset's split validates on: ``folds``, or 1 for a hold-out split."""
+    return 1 if "val_patients" in split else split["folds"]
+
+
 def experiment_folds(config: Mapping[str, Any], experiment: str) -> list[int]:
     """The folds an experiment trains: its own list, or every fold of its dataset."""
     spec = config["experiments"][experiment]
     if "folds" in spec:
         return list(spec["folds"])
-    return list(range(config["datasets"][spec["dataset"]]["split"]["folds"]))
+    return list(range(validation_folds(config["datasets"][spec["dataset"]]["split"])))
 
 
 def training_settings(config: Mapping[str, Any], experiment: str) -> dict[str, Any]:
@@ -170,7 +254,7 @@ def training_settings(config: Mapping[str, Any], experiment: str) -> dict[str, A
     """
     spec = copy.deepcopy(dict(config["experiments"][experiment]))
     spec.setdefault("seed", config["seed"])
-    for key in ("inference", "resources", "folds", "evaluate"):
+    for key in ("inference", "resources", "folds", "evaluate", "test"):
         spec.pop(key, None)
     spec["name"] = experiment
     return spec

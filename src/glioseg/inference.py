@@ -60,11 +60,15 @@ def _window_probabilities(model: nn.Module, image: torch.Tensor, settings: Mappi
 def predict_probabilities(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:
     """Sigmoid probabilities for a batch of whole (cropped) volumes, tiled with the configured ROI.
 
-    With ``tta`` on, the volume is also predicted mirrored along every
-    combination of axes, each prediction mirrored back, and the
-    probabilities averaged (2^3 = 8 passes in 3D).
+    A 2D ROI on 3D volumes predicts each axial slice (the last axis) on its
+    own, so 2D models are scored on volumes exactly as 3D models are. With
+    ``tta`` on, each input is also predicted mirrored along every combination
+    of its axes, each prediction mirrored back, and the probabilities averaged
+    (2^3 = 8 passes in 3D, 4 per slice in 2D).
     """
     model.eval()
+    if len(settings["roi_size"]) == image.ndim - 3:
+        return _slicewise_probabilities(model, image, settings, device, amp)
     image = image.to(device)
     flips = flip_combinations(image.ndim - 2) if settings.get("tta", False) else [()]
     total = None
@@ -75,6 +79,22 @@ def predict_probabilities(model: nn.Module, image: torch.Tensor, settings: Mappi
             probabilities = torch.flip(probabilities, axes) if axes else probabilities
             total = probabilities if total is None else total + probabilities
     return total / len(flips)
+
+
+SLICES_PER_PASS = 32
+"""Axial slices predicted together by a 2D model: bounds memory on tall volumes."""
+
+
+def _slicewise_probabilities(model: nn.Module, volumes: torch.Tensor, settings: Mapping[str, Any], device: torch.device,
+                             amp: bool) -> torch.Tensor:
+    """(B, C, X, Y, Z) volumes through a 2D model, slice by slice, back to (B, R, X, Y, Z) on the CPU."""
+    out = []
+    for volume in volumes:
+        slices = volume.permute(3, 0, 1, 2)
+        parts = [predict_probabilities(model, slices[start:start + SLICES_PER_PASS], settings, device, amp).cpu()
+                 for start in range(0, slices.shape[0], SLICES_PER_PASS)]
+        out.append(torch.cat(parts).permute(1, 2, 3, 0))
+    return torch.stack(out)
 
 
 def predict_masks(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:

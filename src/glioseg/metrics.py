@@ -9,19 +9,23 @@ NaN silently drops a case from a mean.
 
 Conventions (BraTS style):
 
-=====================  ======  ===============  ===========  ====================
-truth / prediction     dice    hd95 (mm)        sensitivity  specificity
-=====================  ======  ===============  ===========  ====================
-empty / empty          1.0     0.0              1.0          1.0
-empty / non-empty      0.0     image diagonal   1.0          confusion matrix
-non-empty / empty      0.0     image diagonal   0.0          confusion matrix
-non-empty / non-empty  MONAI   MONAI            MONAI        MONAI
-=====================  ======  ===============  ===========  ====================
+=====================  ==========  ===============  ===========  ===========  ================
+truth / prediction     dice, iou   hd95 (mm)        sensitivity  precision    specificity
+=====================  ==========  ===============  ===========  ===========  ================
+empty / empty          1.0         0.0              1.0          1.0          1.0
+empty / non-empty      0.0         image diagonal   1.0          0.0          confusion matrix
+non-empty / empty      0.0         image diagonal   0.0          1.0          confusion matrix
+non-empty / non-empty  MONAI       MONAI            MONAI        MONAI        MONAI
+=====================  ==========  ===============  ===========  ===========  ================
 
 * Sensitivity is 1.0 whenever the truth is empty: there is nothing to miss, so
   a prediction cannot do worse than perfect on that count (false positives are
-  what dice, hd95 and specificity punish). Symmetrically, specificity is 1.0
+  what dice, hd95 and specificity punish). Symmetrically, precision is 1.0
+  when nothing is predicted (nothing claimed wrongly), and specificity is 1.0
   when the truth covers the whole image: there is nothing to flag wrongly.
+* ``tp``, ``fp``, ``fn``, ``tn`` are the voxel counts themselves, so that
+  tables can pool them over cases (study 3's per-class sensitivity,
+  specificity, precision and F1 over a whole test set).
 * The worst-case hd95 is the diagonal of the image extent,
   ``sqrt(sum((shape_i * spacing_i) ** 2))`` (:func:`image_diagonal_mm`): no
   two voxels of the image are further apart, so a missing or spurious region
@@ -49,6 +53,7 @@ from monai.metrics import (
     compute_confusion_matrix_metric,
     compute_dice,
     compute_hausdorff_distance,
+    compute_iou,
     get_confusion_matrix,
 )
 
@@ -63,6 +68,12 @@ class RegionScore:
     specificity: float
     truth_voxels: int
     pred_voxels: int
+    iou: float
+    precision: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
 
 
 def score_region(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> RegionScore:
@@ -76,14 +87,21 @@ def score_region(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) 
     pred_mask, truth_mask = np.asarray(pred) != 0, np.asarray(truth) != 0
     spacing_mm = _checked_spacing(pred_mask.shape, truth_mask.shape, spacing)
     pred_t, truth_t = _as_batch(pred_mask), _as_batch(truth_mask)
-    sensitivity, specificity = _sensitivity_specificity(pred_t, truth_t)
+    confusion = get_confusion_matrix(pred_t, truth_t, include_background=True)
+    tp, fp, tn, fn = (int(v) for v in confusion.flatten().tolist())
     return RegionScore(
         dice=float(compute_dice(pred_t, truth_t, include_background=True, ignore_empty=False).item()),
         hd95=_hd95(pred_t, truth_t, spacing_mm),
-        sensitivity=sensitivity,
-        specificity=specificity,
-        truth_voxels=int(truth_mask.sum()),
-        pred_voxels=int(pred_mask.sum()),
+        sensitivity=_ratio_metric("sensitivity", confusion, tp + fn),
+        specificity=_ratio_metric("specificity", confusion, tn + fp),
+        truth_voxels=tp + fn,
+        pred_voxels=tp + fp,
+        iou=float(compute_iou(pred_t, truth_t, include_background=True, ignore_empty=False).item()),
+        precision=_ratio_metric("precision", confusion, tp + fp),
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        tn=tn,
     )
 
 
@@ -139,15 +157,8 @@ def _hd95(pred: torch.Tensor, truth: torch.Tensor, spacing: tuple[float, ...]) -
     return float(distance.item())
 
 
-def _sensitivity_specificity(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
-    """Sensitivity and specificity from MONAI's confusion matrix.
-
-    Each is 1.0 where its denominator is empty (no truth voxels to miss, or no
-    background voxels to flag), where MONAI would answer NaN.
-    """
-    confusion = get_confusion_matrix(pred, truth, include_background=True)
-    truth_voxels = int(truth.sum())
-    has_truth, has_background = truth_voxels > 0, truth_voxels < truth.numel()
-    sensitivity = compute_confusion_matrix_metric("sensitivity", confusion).item() if has_truth else 1.0
-    specificity = compute_confusion_matrix_metric("specificity", confusion).item() if has_background else 1.0
-    return float(sensitivity), float(specificity)
+def _ratio_metric(name: str, confusion: torch.Tensor, denominator: int) -> float:
+    """A confusion-matrix ratio from MONAI, 1.0 where its denominator is empty (where MONAI would answer NaN)."""
+    if denominator == 0:
+        return 1.0
+    return float(compute_confusion_matrix_metric(name, confusion).item())

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from monai.metrics import compute_dice, compute_iou
+from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from glioseg.errors import GliosegError
@@ -18,8 +21,7 @@ from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo
 from glioseg.metrics import score_region
 from glioseg.nifti import load_image, read_volume, voxel_spacing
-from glioseg.tables import SCORE_COLUMNS
-
+from glioseg.tables import SCORE_COLUMNS, SLICE_SCORE_COLUMNS
 
 
 def _regions(path: Path | str, convention: LabelConvention) -> np.ndarray:
@@ -29,24 +31,70 @@ def _regions(path: Path | str, convention: LabelConvention) -> np.ndarray:
         raise GliosegError(str(exc), path=path, hint="predictions and labels must use the dataset's label convention.") from None
 
 
-def score_case(prediction: Path | str, truth: Path | str, convention: LabelConvention) -> list[dict]:
-    """One row per region for one case."""
+def _checked_geometry(prediction: Path | str, truth: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """The prediction's and the truth's images, refused when their grids differ."""
     pred_image, truth_image = load_image(prediction), load_image(truth)
     if pred_image.shape != truth_image.shape or not np.allclose(pred_image.affine, truth_image.affine, atol=1e-3):
         raise GliosegError(f"prediction geometry {pred_image.shape} does not match the reference label {truth_image.shape} ({truth})",
                            path=prediction, hint="re-run inference for this experiment; the dataset may have changed.")
+    return pred_image, truth_image
+
+
+def score_case(prediction: Path | str, truth: Path | str, convention: LabelConvention) -> list[dict]:
+    """One row per region for one case."""
+    _, truth_image = _checked_geometry(prediction, truth)
     pred, ref = _regions(prediction, convention), _regions(truth, convention)
     spacing = voxel_spacing(truth_image)
     return [{"region": region, **vars(score_region(pred[i], ref[i], spacing))} for i, region in enumerate(convention.regions)]
 
 
 def score_predictions(pred_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: list[str], experiment: str,
-                      fold: int) -> pd.DataFrame:
-    """Score every listed case; a missing prediction is an error, never a silent gap in the table."""
+                      fold: int, label: str | None = None) -> pd.DataFrame:
+    """Score every listed case; a missing prediction is an error, never a silent gap in the table.
+
+    ``label`` names the evaluation in the ``dataset`` column (default: the
+    dataset's name; ``<dataset>+test`` for its held-out test patients).
+    """
     labels = manifest.set_index("case")["label"]
     rows = []
     for case in tqdm(cases, desc=f"scoring {experiment} fold {fold}", unit="case"):
         prediction = Path(pred_dir) / f"{case}.nii.gz"
         for row in score_case(prediction, labels[case], info.convention):
-            rows.append({"experiment": experiment, "fold": fold, "dataset": info.name, "case": case, **row})
+            rows.append({"experiment": experiment, "fold": fold, "dataset": label or info.name, "case": case, **row})
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def slice_rows(pred: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """Per axial slice of one region mask (X, Y, Z): Dice, IoU, pixel counts, and the tumour parts missed.
+
+    A *part* is a connected component of the truth in the slice; it is missed
+    when no predicted pixel touches it (a two-part tumour with one part found
+    has ``truth_parts`` 2 and ``missed_parts`` 1). Dice and IoU are MONAI's,
+    computed for all slices at once, with empty truth and prediction scoring 1.
+    """
+    batch_pred = torch.as_tensor(np.moveaxis(pred, -1, 0)[:, None], dtype=torch.float32)
+    batch_truth = torch.as_tensor(np.moveaxis(truth, -1, 0)[:, None], dtype=torch.float32)
+    dice = compute_dice(batch_pred, batch_truth, include_background=True, ignore_empty=False)[:, 0].tolist()
+    iou = compute_iou(batch_pred, batch_truth, include_background=True, ignore_empty=False)[:, 0].tolist()
+    rows = []
+    for z in range(truth.shape[-1]):
+        parts, n_parts = ndi.label(truth[..., z])
+        found = set(np.unique(parts[pred[..., z] & (parts > 0)]))
+        rows.append({"slice": z, "dice": dice[z], "iou": iou[z], "truth_pixels": int(truth[..., z].sum()),
+                     "pred_pixels": int(pred[..., z].sum()), "truth_parts": n_parts, "missed_parts": n_parts - len(found)})
+    return rows
+
+
+def score_prediction_slices(pred_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: list[str], experiment: str,
+                            fold: int, label: str | None = None) -> pd.DataFrame:
+    """Per-slice scores of every listed case and region: what galleries and slice-level tables of 2D datasets read."""
+    labels = manifest.set_index("case")["label"]
+    rows = []
+    for case in tqdm(cases, desc=f"scoring slices {experiment} fold {fold}", unit="case"):
+        prediction = Path(pred_dir) / f"{case}.nii.gz"
+        _checked_geometry(prediction, labels[case])
+        pred, ref = _regions(prediction, info.convention), _regions(labels[case], info.convention)
+        for i, region in enumerate(info.convention.regions):
+            rows += [{"experiment": experiment, "fold": fold, "dataset": label or info.name, "case": case, "region": region, **row}
+                     for row in slice_rows(pred[i], ref[i])]
+    return pd.DataFrame(rows, columns=SLICE_SCORE_COLUMNS)

@@ -5,6 +5,10 @@ sides of a fold would leak. Within each group (e.g. HGG/LGG) patients are
 shuffled with the seed, an optional test share is held out, and the rest are
 dealt round-robin into folds, continuing the deal across groups so fold sizes
 differ by at most one patient.
+
+A hold-out split (study 4's 79/20/11 patients) is the same file with one
+validation fold: fold 0 holds the validation patients, fold 1 the training
+patients, ``testing`` the test patients.
 """
 
 from __future__ import annotations
@@ -50,9 +54,39 @@ def assign_folds(manifest: pd.DataFrame, n_folds: int, test_fraction: float, see
     return pd.Series(assignment, name="fold").sort_index()
 
 
-def split_table(manifest: pd.DataFrame, n_folds: int, test_fraction: float, seed: int) -> pd.DataFrame:
-    """One row per case: case, patient, group, fold, subset (train/test)."""
-    folds = assign_folds(manifest, n_folds, test_fraction, seed)
+def _stratified_order(manifest: pd.DataFrame, seed: int) -> list[str]:
+    """All patients, shuffled within their group, then merged so that every prefix mixes the groups in proportion."""
+    groups = _patient_groups(manifest)
+    rng = np.random.default_rng(seed)
+    keyed = []
+    for group in sorted(groups.unique()):
+        patients = np.array(sorted(groups.index[groups == group]))
+        rng.shuffle(patients)
+        keyed += [((rank + 0.5) / len(patients), group, patient) for rank, patient in enumerate(patients)]
+    return [patient for _, _, patient in sorted(keyed)]
+
+
+def holdout_folds(manifest: pd.DataFrame, val_patients: int, test_patients: int, seed: int) -> pd.Series:
+    """Each patient's part of a train/validation/test split by patient counts: fold 0 validation, 1 training, test ``TEST_FOLD``."""
+    order = _stratified_order(manifest, seed)
+    if len(order) <= val_patients + test_patients:
+        raise GliosegError(
+            f"{len(order)} patients cannot give {val_patients} validation and {test_patients} test patients and still train",
+            hint="lower split → val_patients or test_patients.",
+        )
+    assignment = {patient: TEST_FOLD for patient in order[:test_patients]}
+    assignment |= {patient: 0 for patient in order[test_patients:test_patients + val_patients]}
+    assignment |= {patient: 1 for patient in order[test_patients + val_patients:]}
+    return pd.Series(assignment, name="fold").sort_index()
+
+
+def split_table(manifest: pd.DataFrame, n_folds: int, test_fraction: float, seed: int,
+                holdout: tuple[int, int] | None = None) -> pd.DataFrame:
+    """One row per case: case, patient, group, fold, subset (train/test); ``holdout`` = (validation, test) patient counts."""
+    if holdout is None:
+        folds = assign_folds(manifest, n_folds, test_fraction, seed)
+    else:
+        folds = holdout_folds(manifest, *holdout, seed)
     table = manifest[["case", "patient", "group"]].copy()
     table["fold"] = table["patient"].map(folds).astype(int)
     table["subset"] = np.where(table["fold"] == TEST_FOLD, "test", "train")
@@ -77,8 +111,8 @@ def folds_json(manifest: pd.DataFrame, table: pd.DataFrame, modalities: Sequence
 
 
 def write_splits(manifest: pd.DataFrame, modalities: Sequence[str], n_folds: int, test_fraction: float, seed: int,
-                 out_json: str | Path, out_csv: str | Path) -> pd.DataFrame:
-    table = split_table(manifest, n_folds, test_fraction, seed)
+                 out_json: str | Path, out_csv: str | Path, holdout: tuple[int, int] | None = None) -> pd.DataFrame:
+    table = split_table(manifest, n_folds, test_fraction, seed, holdout)
     write_json(out_json, folds_json(manifest, table, modalities))
     write_csv(out_csv, table)
     return table

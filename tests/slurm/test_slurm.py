@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest

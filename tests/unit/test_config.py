@@ -66,6 +66,7 @@ def test_the_shipped_configs_are_valid():
         (lambda c: c["experiments"]["e"].update(init={"checkpoint": "w.pt", "format": "onnx"}), r"'onnx' is not one of"),
         (lambda c: c["experiments"]["e"].update(exclude_overlap_with=["d"]), r"excludes the overlap with dataset 'd'"),
         (lambda c: c["experiments"]["e"].update(scheduler={"name": "step", "gamma": 2}), r"gamma: 2 is greater than the maximum"),
+        (lambda c: c["experiments"]["e"].update(loss={"name": "exp_log", "w_cee": 0.7}), r"loss: Additional properties are not allowed \('w_cee' was unexpected"),
     ],
 )
 def test_bad_config_fails_with_one_clear_message(change, message):
@@ -142,3 +143,40 @@ def test_an_ensemble_is_not_scored_on_one_folds_validation_cases():
         validate_config(config, SCHEMA)
     config["experiments"]["e"]["evaluate"][0]["subset"] = "all"
     assert validate_config(config, SCHEMA)["experiments"]["e"]["evaluate"][0]["ensemble"] is True
+
+
+def test_a_grid_expands_into_one_experiment_per_combination():
+    config = minimal()
+    config["experiments"]["e"].update(
+        model={"name": "unet", "params": {"channels": [8, 16], "strides": [2]}}, loss={"name": "dice"},
+        grid={"model": {"plain": {}, "drop": {"params": {"dropout": 0.2}}},
+              "loss": {"bcedice": {"name": "dice_bce"}, "explog": {"name": "exp_log", "w_ce": 0.2}},
+              "optimizer": {"adam": {"name": "adam"}, "adagrad": {"name": "adagrad", "lr": 0.01}}})
+    experiments = validate_config(config, SCHEMA)["experiments"]
+    assert len(experiments) == 8 and "e" not in experiments
+    variant = experiments["e-drop-explog-adagrad"]
+    assert variant["model"] == {"name": "unet", "params": {"channels": [8, 16], "strides": [2], "dropout": 0.2}}
+    assert variant["loss"] == {"name": "exp_log", "w_ce": 0.2}
+    assert variant["optimizer"] == {"name": "adagrad", "lr": 0.01, "weight_decay": 1e-5}  # defaults filled after expansion
+    assert experiments["e-plain-bcedice-adam"]["model"]["params"] == {"channels": [8, 16], "strides": [2]}
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"loss": {"bce dice": {"name": "dice_bce"}}}, r"labels \['bce dice'\] are not letters"),
+    ({"loss": []}, r"grid → loss must map labels to values"),
+    ({"dataset": {"a": "d"}}, r"cannot vary 'grid' or 'dataset'"),
+    ({"loss": {"x": {"name": "nope"}}}, r"experiments → e-x → loss → name: 'nope' is not one of"),
+])
+def test_a_bad_grid_fails_with_one_clear_message(grid, message):
+    config = minimal()
+    config["experiments"]["e"]["grid"] = grid
+    with pytest.raises(GliosegError, match=message):
+        validate_config(config, SCHEMA)
+
+
+def test_grid_names_may_not_collide_with_other_experiments():
+    config = minimal()
+    config["experiments"]["e-a"] = {"dataset": "d", "model": {"name": "unet"}}
+    config["experiments"]["e"]["grid"] = {"loss": {"a": {"name": "dice"}}}
+    with pytest.raises(GliosegError, match="grid experiment 'e-a' is defined twice"):
+        validate_config(config, SCHEMA)

@@ -9,11 +9,15 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 
 from glioseg.training import checkpoint
-from glioseg.training.distributed import World, shard, validation_share, world_from_environment
+from glioseg.training.distributed import (
+    World,
+    shard,
+    validation_share,
+    world_from_environment,
+)
 
 from .test_training import TRAIN, VAL, cache, settings  # noqa: F401  (cache is a fixture)
 

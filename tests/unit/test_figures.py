@@ -73,7 +73,7 @@ def box_scores(datasets: tuple[str, ...]) -> pd.DataFrame:
     rows = [
         {"experiment": experiment, "fold": case % 2, "dataset": dataset, "case": f"c{case}", "region": region,
          "dice": 0.5 + 0.1 * case, "hd95": 2.0 + case, "sensitivity": 0.9, "specificity": 0.99,
-         "truth_voxels": 100, "pred_voxels": 100}
+         "truth_voxels": 100, "pred_voxels": 100, "iou": 0.5, "precision": 0.9, "tp": 90, "fp": 10, "fn": 10, "tn": 900}
         for experiment in ("unet", "swin") for dataset in datasets for case in range(4) for region in ("TC", "WT", "ET")
     ]  # fmt: skip
     return pd.DataFrame(rows)
@@ -106,7 +106,8 @@ MONTAGE_DICE = {"good": (0, 0.95), "high": (1, 0.80), "mid": (1, 0.70), "low": (
 def montage_scores() -> pd.DataFrame:
     rows = [
         {"experiment": "unet", "fold": fold, "dataset": "brats", "case": case, "region": region,
-         "dice": dice + offset, "hd95": 1.0, "sensitivity": 1.0, "specificity": 1.0, "truth_voxels": 1, "pred_voxels": 1}
+         "dice": dice + offset, "hd95": 1.0, "sensitivity": 1.0, "specificity": 1.0, "truth_voxels": 1, "pred_voxels": 1,
+         "iou": 1.0, "precision": 1.0, "tp": 1, "fp": 0, "fn": 0, "tn": 9}
         for case, (fold, dice) in MONTAGE_DICE.items() for region, offset in (("TC", 0.02), ("WT", 0.0), ("ET", -0.02))
     ]  # fmt: skip
     return pd.DataFrame(rows)

@@ -37,7 +37,6 @@ import pytest
 from glioseg.acquire.kaggle import check_credentials, download_dataset
 from glioseg.errors import GliosegError
 
-
 SLUG = "someone/brain-scans"
 USER = "glioseg-test-user"
 KEY = "0123456789abcdef-secret-key-glioseg"

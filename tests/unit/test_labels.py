@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from glioseg.labels import BRATS, BRATS2023, labels_to_regions, regions_to_labels, unexpected_labels
+from glioseg.labels import (
+    BRATS,
+    BRATS2023,
+    labels_to_regions,
+    regions_to_labels,
+    unexpected_labels,
+)
 
 
 @pytest.mark.parametrize("convention, values", [(BRATS, [0, 1, 2, 4]), (BRATS2023, [0, 1, 2, 3])])

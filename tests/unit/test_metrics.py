@@ -32,7 +32,8 @@ def cube(offset: tuple[int, int, int] = (0, 0, 0), side: int = 10, shape: tuple[
 def test_identical_masks_score_perfectly():
     score = score_region(cube(), cube(), (1.0, 1.0, 1.0))
     assert score == RegionScore(
-        dice=1.0, hd95=0.0, sensitivity=1.0, specificity=1.0, truth_voxels=1000, pred_voxels=1000
+        dice=1.0, hd95=0.0, sensitivity=1.0, specificity=1.0, truth_voxels=1000, pred_voxels=1000,
+        iou=1.0, precision=1.0, tp=1000, fp=0, fn=0, tn=7000,
     )
 
 
@@ -44,6 +45,8 @@ def test_shifted_cube_overlap_scores():
     # tn = 8000 voxels - |truth ∪ pred| (1200) = 6800, of 8000 - 1000 = 7000 truth-negative voxels.
     assert score.specificity == pytest.approx(6800 / 7000)
     assert (score.truth_voxels, score.pred_voxels) == (1000, 1000)
+    assert (score.tp, score.fp, score.fn, score.tn) == (800, 200, 200, 6800)
+    assert score.iou == pytest.approx(800 / 1200) and score.precision == pytest.approx(800 / 1000)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +97,8 @@ def test_image_diagonal_for_known_shape_and_spacing():
 def test_both_empty_is_a_perfect_score():
     empty = np.zeros((3, 2, 12), dtype=np.uint8)
     score = score_region(empty, empty, (1.0, 2.0, 1.0))
-    assert score == RegionScore(dice=1.0, hd95=0.0, sensitivity=1.0, specificity=1.0, truth_voxels=0, pred_voxels=0)
+    assert score == RegionScore(dice=1.0, hd95=0.0, sensitivity=1.0, specificity=1.0, truth_voxels=0, pred_voxels=0,
+                                iou=1.0, precision=1.0, tp=0, fp=0, fn=0, tn=72)
 
 
 def test_empty_truth_with_prediction_scores_worst_case_but_full_sensitivity():
@@ -107,6 +111,7 @@ def test_empty_truth_with_prediction_scores_worst_case_but_full_sensitivity():
     assert score.sensitivity == 1.0  # nothing to miss
     assert score.specificity == pytest.approx((72 - 6) / 72)
     assert (score.truth_voxels, score.pred_voxels) == (0, 6)
+    assert score.precision == 0.0 and score.iou == 0.0  # all six predicted voxels are wrong
 
 
 def test_missed_truth_scores_worst_case():
@@ -118,6 +123,8 @@ def test_missed_truth_scores_worst_case():
     assert score.sensitivity == 0.0
     assert score.specificity == 1.0  # no false positives among the 69 background voxels
     assert (score.truth_voxels, score.pred_voxels) == (3, 0)
+    assert score.precision == 1.0  # nothing predicted, nothing claimed wrongly
+    assert (score.tp, score.fp, score.fn, score.tn) == (0, 0, 3, 69)
 
 
 def test_truth_covering_the_whole_image_has_full_specificity():

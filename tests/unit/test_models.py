@@ -10,7 +10,13 @@ from torch import nn
 from glioseg.config import validate_config
 from glioseg.errors import GliosegError
 from glioseg.losses import build_loss
-from glioseg.models import MODELS, adapt_first_conv, build_model, on_epoch_start, training_loss
+from glioseg.models import (
+    MODELS,
+    adapt_first_conv,
+    build_model,
+    on_epoch_start,
+    training_loss,
+)
 from glioseg.models.dynunet import deep_supervision_weights, nnunet_topology
 from glioseg.models.resnet_unet import FIRST_CONV, ResNetUNet
 from glioseg.training.optim import build_optimizer
@@ -20,6 +26,7 @@ from .test_config import SCHEMA
 IN, OUT = 4, 3
 
 CUBE = (32, 32, 32)
+SQUARE = (32, 32)
 TINY = {
     # name: (params, patch, batch size): about the smallest sizes each network trains at.
     "unet": ({"channels": [4, 8, 16], "num_res_units": 0}, CUBE, 1),
@@ -30,6 +37,11 @@ TINY = {
     "dynunet": ({"filters": 4, "deep_supervision": True, "deep_supr_num": 2}, CUBE, 1),
     # Batch norm needs 2 values per channel at the ResNet's 1-voxel bottom.
     "resnet_unet": ({"depth": 10, "decoder_channels": [16, 8, 8, 4, 4]}, CUBE, 2),
+    # The 2D studies' models, on slices: the spatial dimensions follow the patch.
+    "basic_unet": ({"features": [4, 4, 8, 8, 16, 4]}, SQUARE, 1),
+    "attention_unet": ({"channels": [4, 8, 16]}, SQUARE, 1),
+    "unet3plus": ({"features": [4, 8, 16, 32], "cat_channels": 4}, SQUARE, 1),
+    "resunetpp": ({"features": [4, 8, 16]}, SQUARE, 1),
 }
 
 
@@ -40,12 +52,16 @@ def config(name: str, params: dict, patch: tuple[int, ...] = CUBE) -> dict:
     }
 
 
-def tiny_model(name: str, seed: int = 0, **changes) -> tuple[nn.Module, tuple[int, ...], int]:
-    """The tiny network, built from a validated config like the training loop builds it."""
-    params, patch, batch = TINY[name]
+def tiny_model(name: str, seed: int = 0, *, patch: tuple[int, ...] | None = None,
+               **changes) -> tuple[nn.Module, tuple[int, ...], int]:
+    """The tiny network for its (or the given) patch, built from a validated config like the training loop builds it:
+    with as many spatial dimensions as the patch has sides."""
+    params, default_patch, batch = TINY[name]
+    patch = patch or default_patch
     experiment = validate_config(config(name, {**params, **changes}, patch), SCHEMA)["experiments"]["e"]
     torch.manual_seed(seed)
-    return build_model(experiment["model"], IN, OUT, patch_size=experiment["patch_size"]), patch, batch
+    patch_size = experiment["patch_size"]
+    return build_model(experiment["model"], IN, OUT, len(patch_size), patch_size=patch_size), patch, batch
 
 
 def batch_of(patch: tuple[int, ...], batch: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +96,43 @@ def test_model_trains_predicts_logits_and_round_trips_through_a_weights_only_fil
     restored.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
     with torch.no_grad():
         assert torch.equal(restored.eval()(image), logits)
+
+
+@pytest.mark.parametrize("name, patch", [("unet", SQUARE), ("basic_unet", CUBE), ("attention_unet", CUBE),
+                                         ("unet3plus", CUBE), ("resunetpp", CUBE)])
+def test_the_u_nets_train_in_the_other_spatial_dimensionality_too(name, patch):
+    model, _, batch = tiny_model(name, patch=patch)
+    image, label = batch_of(patch, batch)
+    logits = model.train()(image)
+    build_loss({"name": "dice_bce"})(logits, label).backward()
+    assert logits.shape == (batch, OUT, *patch)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def _size(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_unet3plus_without_the_bridge_is_smaller_and_still_trains():
+    bridged, patch, batch = tiny_model("unet3plus")
+    model, _, _ = tiny_model("unet3plus", bridge=False)
+    assert isinstance(model.bridge, nn.Identity) and _size(model) < _size(bridged)
+    image, label = batch_of(patch, batch)
+    logits = model.train()(image)
+    loss = build_loss({"name": "dice_bce"})(logits, label)
+    loss.backward()
+    assert logits.shape == (batch, OUT, *patch) and torch.isfinite(loss)
+
+
+def test_unet3plus_dilation_dilates_the_encoder_convolutions_only():
+    model, patch, batch = tiny_model("unet3plus", dilation=2)
+    encoder = [m for part in (model.encoder, model.bridge) for m in part.modules() if isinstance(m, nn.Conv2d)]
+    decoder = [m for m in model.decoder.modules() if isinstance(m, nn.Conv2d)]
+    assert len(encoder) == 8 and all(conv.dilation == (2, 2) and conv.padding == (2, 2) for conv in encoder)
+    assert decoder and all(conv.dilation == (1, 1) for conv in decoder)
+    image, _ = batch_of(patch, batch)
+    with torch.no_grad():
+        assert model.eval()(image).shape == (batch, OUT, *patch)
 
 
 def test_a_plain_model_trains_on_loss_fn_of_its_logits():
@@ -223,6 +276,13 @@ def test_a_single_channel_encoder_loads_into_the_four_channel_model_after_adapta
         ("dynunet", {"deep_supervision": "yes"}, r"deep_supervision: 'yes' is not of type 'boolean'"),
         ("resnet_unet", {"depth": 101}, r"depth: 101 is not one of \[10, 18, 34, 50\]"),
         ("resnet_unet", {"freeze_encoder": True}, r"freeze_encoder: True is not valid"),
+        ("basic_unet", {"feature": [8]}, r"'feature' was unexpected"),
+        ("basic_unet", {"upsample": "bilinear"}, r"upsample: 'bilinear' is not one of"),
+        ("attention_unet", {"chanels": [8]}, r"'chanels' was unexpected"),
+        ("unet3plus", {"dilations": 2}, r"'dilations' was unexpected"),
+        ("unet3plus", {"bridge": "no"}, r"bridge: 'no' is not of type 'boolean'"),
+        ("resunetpp", {"feature": [8]}, r"'feature' was unexpected"),
+        ("resunetpp", {"features": [32, 62]}, r"62 is not a multiple of 4"),
     ],
 )
 def test_the_schema_refuses_a_bad_parameter_of_each_model(name, params, message):

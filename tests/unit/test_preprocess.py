@@ -6,7 +6,14 @@ import pytest
 from glioseg.errors import GliosegError
 from glioseg.manifest import read_dataset_info, read_manifest
 from glioseg.nifti import read_volume
-from glioseg.preprocess import brain_box, cached_paths, crop, normalise, preprocess_dataset, uncrop
+from glioseg.preprocess import (
+    brain_box,
+    cached_paths,
+    crop,
+    normalise,
+    preprocess_dataset,
+    uncrop,
+)
 
 
 def test_crop_then_uncrop_is_exact_outside_nothing_lost():

@@ -67,3 +67,23 @@ def test_fold_json_is_monai_format_with_paths_in_modality_order(tmp_path):
 def test_too_few_patients_for_the_folds_is_a_clear_error():
     with pytest.raises(GliosegError, match="cannot fill 5 folds"):
         split_table(manifest(3, 1), 5, 0.0, 0)
+
+
+def test_a_holdout_split_takes_exact_patient_counts_stratified_and_seeded():
+    """Study 4: 110 patients → 79 train / 20 validation / 11 test, no patient on two sides."""
+    table = split_table(manifest(110, 2), n_folds=5, test_fraction=0.0, seed=0, holdout=(20, 11))
+    patients = table.drop_duplicates("patient")
+    assert patients["fold"].value_counts().to_dict() == {1: 79, 0: 20, TEST_FOLD: 11}
+    assert (table.groupby("patient")["fold"].nunique() == 1).all()
+    lgg_share = patients.groupby("fold")["group"].apply(lambda g: (g == "LGG").mean())
+    assert lgg_share.between(0.18, 0.32).all()  # 28 of 110 patients are LGG (25 %): each part keeps about that
+    train, val = fold_cases(folds_json(manifest(110, 2), table, ["t1", "flair"]), 0)
+    assert len(val) == 40 and len(train) == 158
+    again = split_table(manifest(110, 2), 5, 0.0, seed=0, holdout=(20, 11))
+    pd.testing.assert_frame_equal(table, again)
+    assert not table["fold"].equals(split_table(manifest(110, 2), 5, 0.0, seed=1, holdout=(20, 11))["fold"])
+
+
+def test_a_holdout_split_needs_patients_left_to_train():
+    with pytest.raises(GliosegError, match="10 patients cannot give 6 validation and 4 test patients"):
+        split_table(manifest(10, 1), 5, 0.0, seed=0, holdout=(6, 4))

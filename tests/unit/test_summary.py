@@ -13,6 +13,7 @@ from glioseg.report.summary import (
     fold_summary,
     load_scores,
     markdown_report,
+    pooled_summary,
     write_summary,
 )
 from glioseg.tables import SCORE_COLUMNS
@@ -30,6 +31,7 @@ def score_row(experiment: str, fold: int, dataset: str, case: str, region: str, 
     return {
         "experiment": experiment, "fold": fold, "dataset": dataset, "case": case, "region": region,
         "dice": dice, "hd95": hd95, "sensitivity": 0.9, "specificity": 0.999, "truth_voxels": 1000, "pred_voxels": 950,
+        "iou": dice / (2 - dice), "precision": 0.95, "tp": 900, "fp": 50, "fn": 100, "tn": 99_000,
     }  # fmt: skip
 
 
@@ -149,3 +151,25 @@ def test_write_summary_writes_nothing_for_a_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad.csv"):
         write_summary([bad], out / "scores.csv", out / "summary.md")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_pooled_summary_sums_confusion_counts_over_cases_per_region() -> None:
+    """Two cases of very different size: pooling weights voxels, so the large case dominates."""
+    base = {"experiment": "unet", "fold": 0, "dataset": "brats", "dice": 0.0, "hd95": 0.0, "sensitivity": 0.0,
+            "specificity": 0.0, "truth_voxels": 0, "pred_voxels": 0, "iou": 0.0, "precision": 0.0}
+    rows = [
+        {**base, "case": "big", "region": "WT", "tp": 900, "fp": 100, "fn": 100, "tn": 8900},
+        {**base, "case": "small", "region": "WT", "tp": 0, "fp": 10, "fn": 10, "tn": 9980},
+        {**base, "case": "big", "region": "ET", "tp": 0, "fp": 0, "fn": 0, "tn": 10000},
+        {**base, "case": "small", "region": "ET", "tp": 0, "fp": 0, "fn": 0, "tn": 10000},
+    ]
+    pooled = pooled_summary(pd.DataFrame(rows)).set_index("region")
+    wt = pooled.loc["WT"]
+    assert wt["sensitivity"] == pytest.approx(900 / 1010) and wt["precision"] == pytest.approx(900 / 1010)
+    assert wt["specificity"] == pytest.approx(18880 / 18990)
+    assert wt["f1"] == pytest.approx(1800 / 2020) and wt["iou"] == pytest.approx(900 / 1120)
+    assert pooled.loc["ET", ["sensitivity", "precision", "f1", "iou"]].tolist() == [1.0, 1.0, 1.0, 1.0]  # nothing to find
+    assert list(pooled.index) == ["WT", "ET", "mean"]
+    assert pooled.loc["mean", "f1"] == pytest.approx((1800 / 2020 + 1.0) / 2)
+    assert pooled.loc["mean", "n_cases"] == 2
+    assert "| unet | brats | mean |" in markdown_report(pd.DataFrame(rows))

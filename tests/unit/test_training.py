@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -95,7 +96,8 @@ def test_model_file_rebuilds_the_network_without_pickled_code(cache, tmp_path):
     assert payload["epoch"] == int(history.loc[history["val_dice_mean"].idxmax(), "epoch"])
     assert model(torch.zeros(1, 4, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     assert list(pd.read_csv(tmp_path / "history.csv").columns) == [
-        "epoch", "train_loss", "val_dice_TC", "val_dice_WT", "val_dice_ET", "val_dice_mean", "lr", "seconds"]
+        "epoch", "train_loss", "val_dice_TC", "val_dice_WT", "val_dice_ET", "val_dice_mean",
+        "val_iou_TC", "val_iou_WT", "val_iou_ET", "val_iou_mean", "lr", "seconds"]
 
 
 def test_a_stop_signal_mid_epoch_saves_exits_75_and_the_rerun_matches(cache, tmp_path, monkeypatch):
@@ -193,3 +195,41 @@ def test_a_step_schedule_decays_the_learning_rate_every_step_size_epochs(cache, 
     history = run(cache, tmp_path, settings(epochs=4, optimizer={"name": "adam", "lr": 0.01},
                                             scheduler={"name": "step", "step_size": 2, "gamma": 0.1}))
     assert history["lr"].tolist() == pytest.approx([0.01, 0.01, 0.001, 0.001])
+
+
+def test_a_2d_model_trains_on_slices_and_predicts_whole_volumes(cache, tmp_path):
+    from glioseg.inference import predict_probabilities
+
+    spec = settings(epochs=2, batch_size=4, patch_size=[32, 32], select="iou", slices={"min_label_area": 5, "empty_rate": 0.2},
+                    model={"name": "unet", "params": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0}})
+    history = run(cache, tmp_path, spec)
+    assert history["val_iou_mean"].between(0, 1).all() and history["val_dice_mean"].between(0, 1).all()
+    assert (history["val_dice_mean"] >= history["val_iou_mean"]).all()  # Dice ≥ IoU for every case, so for the means
+    model, payload = checkpoint.load_model(tmp_path / "model.pt", CPU)
+    assert payload["epoch"] == int(history.loc[history["val_iou_mean"].idxmax(), "epoch"])
+    assert model(torch.zeros(2, 4, 32, 32)).shape == (2, 3, 32, 32)  # a 2D network
+    volume = torch.randn(1, 4, 40, 36, 20)
+    window = {"roi_size": [32, 32], "overlap": 0.25, "sw_batch_size": 4, "blend": "gaussian"}
+    probabilities = predict_probabilities(model, volume, window, CPU, amp=False)
+    assert probabilities.shape == (1, 3, 40, 36, 20)
+    one_slice = predict_probabilities(model, volume[..., 7], window, CPU, amp=False)
+    torch.testing.assert_close(probabilities[..., 7], one_slice)  # slice k of the volume is the prediction of slice k
+
+
+def test_slice_selection_keeps_large_labelled_slices_and_samples_empty_ones():
+    from glioseg.training.data import slice_items
+
+    areas = {"a": np.array([0, 0, 3, 40, 90, 2, 0, 0, 0, 0])}
+    cases = [{"case": "a", "image": "a.npy", "label": "a_seg.npy"}]
+
+    def chosen(min_area, rate, seed=0):
+        return [item["slice"] for item in slice_items(cases, areas, {"min_label_area": min_area, "empty_rate": rate}, seed)]
+
+    assert chosen(0, 1.0) == list(range(10))
+    assert chosen(0, 0.0) == [2, 3, 4, 5]
+    assert chosen(10, 0.0) == [3, 4]
+    draws = [chosen(10, 0.5, seed) for seed in range(40)]
+    assert all({3, 4} <= set(d) for d in draws)
+    empty_kept = np.mean([len(d) - 2 for d in draws]) / 7
+    assert 0.3 < empty_kept < 0.7
+    assert chosen(10, 0.5, seed=3) == chosen(10, 0.5, seed=3)  # a pure function of the seed

@@ -10,11 +10,13 @@ overlap); the rest of each study is planned with a dry run.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import zipfile
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -76,7 +78,7 @@ def study_on_fixtures(workdir: Path, config_name: str, sources: dict[str, Path],
         (workdir / path).parent.mkdir(parents=True, exist_ok=True)
         (workdir / path).write_bytes(b"placeholder: the dry run reads no weights")
     out = workdir / config_name
-    out.write_text(yaml.safe_dump(config))
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 
 
@@ -94,7 +96,7 @@ def test_study1_transfer_plans_zero_shot_fine_tuning_and_a_leak_free_pretraining
     fixture_config = yaml.safe_load(path.read_text())
     for name in ("brats2018", "brats2021"):  # 4 BraTS 2021 cases cannot fill 5 folds: 2 folds here
         fixture_config["datasets"][name]["split"]["folds"] = 2
-    path.write_text(yaml.safe_dump(fixture_config))
+    path.write_text(yaml.safe_dump(fixture_config, sort_keys=False))
 
     plan = planned_jobs(snakemake(workdir, "-n", configfile=path))
     assert plan["import_model"] == 2  # zero-shot: the checkpoint on each fold, no training
@@ -141,3 +143,154 @@ def test_study2_plans_six_medicalnet_encoders_on_one_fold_without_downloads(tmp_
     manifest = pd.read_csv(workdir / "results/study2/manifests/brats2019.csv")
     assert sorted(manifest["case"]) == sorted(brats2019)
     assert manifest["group"].value_counts().to_dict() == {"HGG": 6, "LGG": 2}
+
+
+def kaggle_3m_zip(out: Path, patients: int, shape: tuple[int, int, int] = (64, 64, 16)) -> Path:
+    """mateuszbuda/lgg-mri-segmentation in miniature: ``kaggle_3m/TCGA_<inst>_<id>_<date>/…_<n>.tif`` + ``_mask.tif``.
+
+    Each slice is an RGB tif of (pre-contrast, FLAIR, post-contrast) from a
+    synthetic case, scaled to 8 bits as the release's are, and its mask the
+    whole tumour at 0/255.
+    """
+    from PIL import Image
+
+    spec = SyntheticSpec(cases=patients, shape=shape, spacing=(3.0, 3.0, 3.0), lgg_fraction=1.0, seed=5)
+    rows = ["Patient,RNASeqCluster,gender,age_at_initial_pathologic"]
+    with zipfile.ZipFile(out, "w") as archive:
+        for index in range(patients):
+            case = synthesize_case(spec, index)
+            patient = f"TCGA_{'CS' if index % 2 else 'DU'}_{5000 + index}"
+            folder = f"{patient}_199{index % 10}0101"
+            rows.append(f"{patient},{index % 3 + 1},{index % 2 + 1},{40 + index}")
+            channels = [case.images[m].astype(np.float32) for m in ("t1", "flair", "t1ce")]
+            rgb = np.stack([255 * c / max(c.max(), 1) for c in channels], axis=-1).astype(np.uint8)
+            for z in range(shape[2]):
+                for name, array in ((f"{folder}_{z + 1}.tif", rgb[:, :, z].transpose(1, 0, 2)),
+                                    (f"{folder}_{z + 1}_mask.tif", (255 * (case.seg[:, :, z] > 0).T).astype(np.uint8))):
+                    buffer = io.BytesIO()
+                    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="TIFF")
+                    archive.writestr(f"kaggle_3m/{folder}/{name}", buffer.getvalue())
+        archive.writestr("kaggle_3m/data.csv", "\n".join(rows) + "\n")
+    return out
+
+
+def test_study4_lgg_unet_trains_2d_keeps_the_best_iou_epoch_and_scores_the_test_patients(tmp_path):
+    """The LGG study config, shrunk to 8 synthetic patients, run end to end on slices of kaggle_3m's layout."""
+    archive = kaggle_3m_zip(tmp_path / "lgg-mri-segmentation.zip", patients=8)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    path = study_on_fixtures(workdir, "lgg-unet.yaml", {"lgg": archive}, [])
+    config = yaml.safe_load(path.read_text())
+    config["datasets"]["lgg"]["split"].update(val_patients=2, test_patients=2)
+    config["experiments"]["unet_buda"].update(
+        model={"name": "basic_unet", "params": {"features": [8, 8, 16, 16, 32, 8], "norm": "batch"}},
+        epochs=3, batch_size=8, patch_size=[64, 64], num_workers=0, optimizer={"name": "adam", "lr": 3.0e-3},
+        resources={"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime": 10})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    done = snakemake(workdir, configfile=path)
+    assert done.returncode == 0, done.output[-4000:]
+    results = workdir / "results/lgg"
+    patients = pd.read_csv(results / "splits/lgg/splits.csv").drop_duplicates("patient")
+    assert patients["subset"].value_counts().to_dict() == {"train": 6, "test": 2}
+    assert (patients["fold"] == 0).sum() == 2  # the validation patients
+
+    history = pd.read_csv(results / "models/unet_buda/fold0/history.csv")
+    import torch
+
+    model = torch.load(results / "models/unet_buda/fold0/model.pt", weights_only=True)
+    assert model["epoch"] == int(history.loc[history["val_iou_mean"].idxmax(), "epoch"])
+    assert model["best_metric"] == pytest.approx(history["val_iou_mean"].max())
+
+    scores = pd.read_csv(results / "summary/scores.csv")
+    test_patients = set(patients.loc[patients["subset"] == "test", "patient"])
+    tested = scores[scores["dataset"] == "lgg+test"]
+    assert {case.rsplit("_", 1)[0] for case in tested["case"]} == test_patients
+    assert set(tested["region"]) == {"WT"} and tested["iou"].between(0, 1).all()
+
+    slices = pd.read_csv(results / "slice_scores/unet_buda/fold0/lgg+test.csv")
+    assert len(slices) == 2 * 16 and set(slices["case"]) == set(tested["case"])
+    assert (slices["truth_pixels"] > 0).any() and ((slices["truth_pixels"] == 0) & (slices["pred_pixels"] == 0)).any()
+    assert (slices["missed_parts"] <= slices["truth_parts"]).all()
+    for evaluation in ("lgg", "lgg+test"):
+        assert (results / f"figures/unet_buda/gallery_{evaluation}.png").stat().st_size > 10_000
+    summary = (results / "summary/summary.md").read_text()
+    assert "| unet_buda | lgg+test | WT |" in summary and "| unet_buda | lgg+test | mean |" in summary
+
+
+def brats2020_zip(out: Path, cases: int) -> Path:
+    """awsaf49/brats20-dataset-training-validation: uncompressed ``.nii``, grades in ``name_mapping.csv``."""
+    top = "BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData"
+    rows = ["Grade,BraTS_2019_subject_ID,BraTS_2018_subject_ID,BraTS_2017_subject_ID,BraTS_2020_subject_ID"]
+    with zipfile.ZipFile(out, "w") as archive:
+        for index in range(cases):
+            name = f"BraTS20_Training_{index + 1:03d}"
+            rows.append(f"{synthesize_case(SPEC, index).grade},NA,NA,NA,{name}")
+            for suffix, data in case_volumes(index).items():
+                archive.writestr(f"{top}/{name}/{name}_{suffix}.nii", data)
+        archive.writestr(f"{top}/name_mapping.csv", "\n".join(rows) + "\n")
+    return out
+
+
+def test_study3_grid_plans_22_two_dimensional_runs_scored_on_test_patients(tmp_path):
+    archive = brats2020_zip(tmp_path / "brats20-dataset-training-validation.zip", cases=8)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    path = study_on_fixtures(workdir, "brats-unet2d-family.yaml", {"brats2020": archive}, [])
+    config = yaml.safe_load(path.read_text())
+    config["datasets"]["brats2020"]["split"].update(val_patients=2, test_patients=2)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    result = snakemake(workdir, "-n", "-p", configfile=path)
+    plan = planned_jobs(result)
+    assert plan["train"] == 22 and plan["infer"] == plan["score"] == 22 * 2  # validation and test patients
+    assert "--subset test" in result.output and "--label brats2020+test" in result.output
+    for name in ("main-unet3p-explog02-adam", "optim-unet-weighted-adagrad", "variant-unet3p_dilated-bcedice-adam"):
+        assert f"results/study3/models/{name}/fold0/model.pt" in result.output
+
+    done = snakemake(workdir, "--until", "split", configfile=path)
+    assert done.returncode == 0, done.output[-4000:]
+    manifest = pd.read_csv(workdir / "results/study3/manifests/brats2020.csv")
+    assert len(manifest) == 8 and manifest["image_t1"].str.endswith(".nii").all()
+    assert set(manifest["group"]) == {"HGG", "LGG"}
+
+
+def _real_lgg() -> Path:
+    data = os.environ.get("GLIOSEG_SHARED_DATA")
+    return (Path(data) if data else ROOT.parent / "shared" / "data") / "lgg-kaggle_3m-subset"
+
+
+REAL_LGG = _real_lgg()
+
+
+@pytest.mark.skipif(not (REAL_LGG / "kaggle_3m").is_dir(), reason=f"the real LGG subset is not at {REAL_LGG} (set GLIOSEG_SHARED_DATA)")
+def test_study4_runs_end_to_end_on_ten_real_lgg_patients(tmp_path):
+    """Realism: the real release's files, read in place, through stacking, a 6/2/2 patient split, 2D training and scoring.
+
+    Two epochs of a small U-Net on the CPU: this proves the path, not the accuracy (bench/ holds the numbers).
+    """
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    path = study_on_fixtures(workdir, "lgg-unet.yaml", {"lgg": REAL_LGG}, [])
+    config = yaml.safe_load(path.read_text())
+    config["datasets"]["lgg"]["split"].update(val_patients=2, test_patients=2)
+    config["experiments"]["unet_buda"].update(
+        model={"name": "basic_unet", "params": {"features": [8, 8, 16, 16, 32, 8], "norm": "batch"}},
+        epochs=2, batch_size=16, num_workers=0, optimizer={"name": "adam", "lr": 3.0e-3},
+        slices={"min_label_area": 0, "empty_rate": 0.3}, resources={"gpus": 0, "cpus": 2, "mem_mb": 4000, "runtime": 20})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    done = snakemake(workdir, configfile=path, timeout=900)
+    assert done.returncode == 0, done.output[-4000:]
+    results = workdir / "results/lgg"
+    assert not (results / "raw").exists()  # an extracted folder is read where it is
+    split = pd.read_csv(results / "splits/lgg/splits.csv")
+    assert split["patient"].nunique() == 10 and split.groupby("patient")["subset"].nunique().max() == 1
+    slices = pd.concat(pd.read_csv(p) for p in (results / "slice_scores/unet_buda/fold0").glob("*.csv"))
+    manifest = pd.read_csv(results / "manifests/lgg.csv")
+    evaluated = manifest[manifest["case"].isin(slices["case"])]
+    assert len(slices) == sum(nib.load(workdir / label).shape[2] for label in evaluated["label"])
+    assert slices["dice"].between(0, 1).all() and (slices["truth_pixels"] > 0).any()
+    scores = pd.read_csv(results / "summary/scores.csv")
+    assert set(scores["dataset"]) == {"lgg", "lgg+test"} and len(scores) == 4  # 2 validation + 2 test patients, WT only
+    assert (results / "figures/unet_buda/gallery_lgg+test.png").stat().st_size > 10_000

@@ -5,6 +5,7 @@ import json
 from snakemake.exceptions import WorkflowError
 
 from glioseg.config import (
+    TEST_SUFFIX,
     experiment_folds,
     inference_settings,
     init_source,
@@ -122,33 +123,61 @@ def training_overlap_tables(wildcards):
     return [f"{R}/overlap/{other}/{own}.csv" for other in EXPERIMENTS[wildcards.experiment]["exclude_overlap_with"]]
 
 
+# An evaluation is named by its dataset, or `<dataset>+test` (TEST_SUFFIX) for the held-out test
+# patients of the experiment's own dataset (`test: true`); `+` never occurs in a dataset name.
+
+
+def evaluation_pattern():
+    """The wildcard constraint of an evaluation name."""
+    return f"({name_pattern(DATASETS)})(\\{TEST_SUFFIX})?"
+
+
 def evaluated_datasets(experiment):
-    """The experiment's own dataset, then every other dataset it is evaluated on."""
+    """The evaluations of an experiment: its own validation cases, its test cases if asked, then other datasets."""
     spec = EXPERIMENTS[experiment]
-    return [spec["dataset"], *(evaluation["dataset"] for evaluation in spec["evaluate"])]
+    own = [spec["dataset"], f"{spec['dataset']}{TEST_SUFFIX}"] if spec["test"] else [spec["dataset"]]
+    return [*own, *(evaluation["dataset"] for evaluation in spec["evaluate"])]
 
 
 def evaluations():
-    """(experiment, fold, dataset) triples to infer and score."""
+    """(experiment, fold, evaluation) triples to infer and score."""
     return [
-        (experiment, fold, dataset)
+        (experiment, fold, evaluation)
         for experiment in EXPERIMENTS
         for fold in experiment_folds(config, experiment)
-        for dataset in evaluated_datasets(experiment)
+        for evaluation in evaluated_datasets(experiment)
     ]
 
 
+def evaluated_dataset(wildcards):
+    """The dataset an evaluation reads."""
+    return wildcards.evaluation.removesuffix(TEST_SUFFIX)
+
+
 def cross_evaluation(wildcards):
-    """The experiment's ``evaluate`` entry for this dataset; None on its own dataset."""
+    """The experiment's ``evaluate`` entry for this evaluation; None on its own dataset."""
     for evaluation in EXPERIMENTS[wildcards.experiment]["evaluate"]:
-        if evaluation["dataset"] == wildcards.dataset:
+        if evaluation["dataset"] == wildcards.evaluation:
             return evaluation
     return None
 
 
 def subset_of(wildcards):
+    if wildcards.evaluation.endswith(TEST_SUFFIX):
+        return "test"
     evaluation = cross_evaluation(wildcards)
     return "val" if evaluation is None else evaluation["subset"]
+
+
+def dataset_files(wildcards):
+    """What inferring or scoring an evaluation reads of its dataset."""
+    dataset = evaluated_dataset(wildcards)
+    return {
+        "cache": f"{R}/preprocessed/{dataset}",
+        "csv": f"{R}/manifests/{dataset}.csv",
+        "info": f"{R}/manifests/{dataset}.json",
+        "splits": f"{R}/splits/{dataset}/folds.json",
+    }
 
 
 def overlap_tables(wildcards):
@@ -163,7 +192,7 @@ def overlap_tables(wildcards):
         return training_overlap_tables(wildcards)
     if not evaluation["exclude_overlap"]:
         return []
-    return [f"{R}/overlap/{dataset_of(wildcards)}/{wildcards.dataset}.csv"]
+    return [f"{R}/overlap/{dataset_of(wildcards)}/{evaluated_dataset(wildcards)}.csv"]
 
 
 def exclude_option(wildcards):
@@ -181,7 +210,7 @@ def fold_models(experiment):
 
 
 def ensembles():
-    """(experiment, dataset) pairs scored with the average of every fold model."""
+    """(experiment, dataset) pairs scored with the average of every fold model (other datasets only)."""
     return [
         (experiment, evaluation["dataset"])
         for experiment, spec in EXPERIMENTS.items()
@@ -191,8 +220,10 @@ def ensembles():
 
 
 def score_files():
-    per_fold = [f"{R}/scores/{experiment}/fold{fold}/{dataset}.csv" for experiment, fold, dataset in evaluations()]
-    return per_fold + [f"{R}/scores/{experiment}/ensemble/{dataset}.csv" for experiment, dataset in ensembles()]
+    return [
+        *(f"{R}/scores/{experiment}/fold{fold}/{evaluation}.csv" for experiment, fold, evaluation in evaluations()),
+        *(f"{R}/scores/{experiment}/ensemble/{dataset}.csv" for experiment, dataset in ensembles()),
+    ]
 
 
 def experiment_resources(name):
@@ -205,4 +236,9 @@ def final_targets():
         if is_trained(config, experiment):
             targets.append(f"{R}/figures/{experiment}/training_curves.png")
         targets += [f"{R}/figures/{experiment}/montage_{dataset}.png" for dataset in evaluated_datasets(experiment)]
+        targets += [
+            f"{R}/figures/{experiment}/gallery_{dataset}.png"
+            for dataset in evaluated_datasets(experiment)
+            if DATASETS[dataset.removesuffix(TEST_SUFFIX)]["layout"] in STACKED_LAYOUTS
+        ]
     return targets

@@ -46,13 +46,18 @@ rule split:
         folds=lambda w: DATASETS[w.dataset]["split"]["folds"],
         test_fraction=lambda w: DATASETS[w.dataset]["split"]["test_fraction"],
         seed=lambda w: DATASETS[w.dataset]["split"]["seed"],
+        holdout=lambda w: (
+            f"--holdout {split['val_patients']} {split.get('test_patients', 0)}"
+            if "val_patients" in (split := DATASETS[w.dataset]["split"])
+            else ""
+        ),
     log:
         f"{R}/splits/{{dataset}}/split.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
         "glioseg --log {log} split --manifest {input.csv} --info {input.info} --folds {params.folds}"
-        " --test-fraction {params.test_fraction} --seed {params.seed}"
+        " --test-fraction {params.test_fraction} --seed {params.seed} {params.holdout}"
         " --out-json {output.folds} --out-csv {output.table}"
 
 

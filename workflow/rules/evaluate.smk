@@ -33,20 +33,17 @@ rule overlap:
 
 rule infer:
     input:
+        unpack(dataset_files),
         model=f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
-        cache=f"{R}/preprocessed/{{dataset}}",
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
-        splits=f"{R}/splits/{{dataset}}/folds.json",
         overlap=overlap_tables,
     output:
-        directory(f"{R}/predictions/{{experiment}}/fold{{fold}}/{{dataset}}"),
+        directory(f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}"),
     params:
         settings=lambda w: canonical_json(inference_settings(config, w.experiment)),
         subset=subset_of,
         exclude=exclude_option,
     log:
-        f"{R}/logs/infer/{{experiment}}/fold{{fold}}/{{dataset}}.log",
+        f"{R}/logs/infer/{{experiment}}/fold{{fold}}/{{evaluation}}.log",
     threads: lambda w: experiment_resources(w.experiment)["cpus"]
     resources:
         gpu=lambda w: experiment_resources(w.experiment)["gpus"],
@@ -63,42 +60,37 @@ rule infer:
 
 rule score:
     input:
-        predictions=f"{R}/predictions/{{experiment}}/fold{{fold}}/{{dataset}}",
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
-        splits=f"{R}/splits/{{dataset}}/folds.json",
+        unpack(dataset_files),
+        predictions=f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}",
         overlap=overlap_tables,
     output:
-        f"{R}/scores/{{experiment}}/fold{{fold}}/{{dataset}}.csv",
+        f"{R}/scores/{{experiment}}/fold{{fold}}/{{evaluation}}.csv",
     params:
         subset=subset_of,
         exclude=exclude_option,
     log:
-        f"{R}/logs/score/{{experiment}}/fold{{fold}}/{{dataset}}.log",
+        f"{R}/logs/score/{{experiment}}/fold{{fold}}/{{evaluation}}.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
         "glioseg --log {log} score --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
         " --splits {input.splits} --fold {wildcards.fold} --subset {params.subset} {params.exclude}"
-        " --experiment {wildcards.experiment} --out {output}"
+        " --experiment {wildcards.experiment} --label {wildcards.evaluation} --out {output}"
 
 
 rule infer_ensemble:
     input:
+        unpack(dataset_files),
         models=lambda w: fold_models(w.experiment),
-        cache=f"{R}/preprocessed/{{dataset}}",
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
-        splits=f"{R}/splits/{{dataset}}/folds.json",
         overlap=overlap_tables,
     output:
-        directory(f"{R}/predictions/{{experiment}}/ensemble/{{dataset}}"),
+        directory(f"{R}/predictions/{{experiment}}/ensemble/{{evaluation}}"),
     params:
         settings=lambda w: canonical_json(inference_settings(config, w.experiment)),
         subset=subset_of,
         exclude=exclude_option,
     log:
-        f"{R}/logs/infer/{{experiment}}/ensemble/{{dataset}}.log",
+        f"{R}/logs/infer/{{experiment}}/ensemble/{{evaluation}}.log",
     threads: lambda w: experiment_resources(w.experiment)["cpus"]
     resources:
         gpu=lambda w: experiment_resources(w.experiment)["gpus"],
@@ -115,21 +107,39 @@ rule infer_ensemble:
 
 rule score_ensemble:
     input:
-        predictions=f"{R}/predictions/{{experiment}}/ensemble/{{dataset}}",
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
-        splits=f"{R}/splits/{{dataset}}/folds.json",
+        unpack(dataset_files),
+        predictions=f"{R}/predictions/{{experiment}}/ensemble/{{evaluation}}",
         overlap=overlap_tables,
     output:
-        f"{R}/scores/{{experiment}}/ensemble/{{dataset}}.csv",
+        f"{R}/scores/{{experiment}}/ensemble/{{evaluation}}.csv",
     params:
         subset=subset_of,
         exclude=exclude_option,
     log:
-        f"{R}/logs/score/{{experiment}}/ensemble/{{dataset}}.log",
+        f"{R}/logs/score/{{experiment}}/ensemble/{{evaluation}}.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
         "glioseg --log {log} score --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
         " --splits {input.splits} --fold -1 --subset {params.subset} {params.exclude}"
         " --experiment {wildcards.experiment}+ensemble --out {output}"
+
+
+rule score_slices:
+    input:
+        unpack(dataset_files),
+        predictions=f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}",
+        overlap=overlap_tables,
+    output:
+        f"{R}/slice_scores/{{experiment}}/fold{{fold}}/{{evaluation}}.csv",
+    params:
+        subset=subset_of,
+        exclude=exclude_option,
+    log:
+        f"{R}/logs/score_slices/{{experiment}}/fold{{fold}}/{{evaluation}}.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} score-slices --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
+        " --splits {input.splits} --fold {wildcards.fold} --subset {params.subset} {params.exclude}"
+        " --experiment {wildcards.experiment} --label {wildcards.evaluation} --out {output}"

@@ -69,30 +69,62 @@ rule plot_boxplots:
 rule plot_montage:
     input:
         scores=lambda w: [
-            f"{R}/scores/{w.experiment}/fold{fold}/{w.dataset}.csv"
+            f"{R}/scores/{w.experiment}/fold{fold}/{w.evaluation}.csv"
             for fold in experiment_folds(config, w.experiment)
         ],
         predictions=lambda w: [
-            f"{R}/predictions/{w.experiment}/fold{fold}/{w.dataset}"
+            f"{R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
             for fold in experiment_folds(config, w.experiment)
         ],
-        csv=f"{R}/manifests/{{dataset}}.csv",
+        csv=lambda w: f"{R}/manifests/{evaluated_dataset(w)}.csv",
     output:
         report(
-            f"{R}/figures/{{experiment}}/montage_{{dataset}}.png",
+            f"{R}/figures/{{experiment}}/montage_{{evaluation}}.png",
             caption="../report/montage.rst",
             category="Cases",
             subcategory="{experiment}",
         ),
     params:
         predictions=lambda w: " ".join(
-            f"{fold}={R}/predictions/{w.experiment}/fold{fold}/{w.dataset}"
+            f"{fold}={R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
             for fold in experiment_folds(config, w.experiment)
         ),
     log:
-        f"{R}/logs/figures/{{experiment}}_montage_{{dataset}}.log",
+        f"{R}/logs/figures/{{experiment}}_montage_{{evaluation}}.log",
     conda:
         "../../envs/glioseg.yaml"
     shell:
         "glioseg --log {log} plot-montage --scores {input.scores} --manifest {input.csv}"
+        " --predictions {params.predictions} --out {output}"
+
+
+rule plot_gallery:
+    input:
+        slice_scores=lambda w: [
+            f"{R}/slice_scores/{w.experiment}/fold{fold}/{w.evaluation}.csv"
+            for fold in experiment_folds(config, w.experiment)
+        ],
+        predictions=lambda w: [
+            f"{R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
+            for fold in experiment_folds(config, w.experiment)
+        ],
+        csv=lambda w: f"{R}/manifests/{evaluated_dataset(w)}.csv",
+    output:
+        report(
+            f"{R}/figures/{{experiment}}/gallery_{{evaluation}}.png",
+            caption="../report/gallery.rst",
+            category="Cases",
+            subcategory="{experiment}",
+        ),
+    params:
+        predictions=lambda w: " ".join(
+            f"{fold}={R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
+            for fold in experiment_folds(config, w.experiment)
+        ),
+    log:
+        f"{R}/logs/figures/{{experiment}}_gallery_{{evaluation}}.log",
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} plot-gallery --slice-scores {input.slice_scores} --manifest {input.csv}"
         " --predictions {params.predictions} --out {output}"

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from glioseg.errors import GliosegError
-from glioseg.labels import BRATS, BRATS2023 as BRATS2023_LABELS, LGG, REGIONS, LabelConvention
+from glioseg.labels import BRATS, LGG, REGIONS, LabelConvention
+from glioseg.labels import BRATS2023 as BRATS2023_LABELS
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,20 @@ from typing import Any
 
 from torch import nn
 
-from glioseg.models.base import ModelBuilder, TrainingHooks, on_epoch_start, training_loss
+from glioseg.models.base import (
+    ModelBuilder,
+    TrainingHooks,
+    on_epoch_start,
+    training_loss,
+)
 from glioseg.models.dynunet import build_dynunet
 from glioseg.models.resnet_unet import adapt_first_conv, build_resnet_unet
+from glioseg.models.resunetpp import build_resunetpp
 from glioseg.models.segresnet import build_segresnet, build_segresnet_vae
 from glioseg.models.swin import build_swin_unetr
 from glioseg.models.unet import build_unet
+from glioseg.models.unet2d import build_attention_unet, build_basic_unet
+from glioseg.models.unet3plus import build_unet3plus
 
 __all__ = ["MODELS", "ModelBuilder", "TrainingHooks", "adapt_first_conv", "build_model", "build_unet", "on_epoch_start",
            "training_loss"]
@@ -32,6 +40,10 @@ MODELS: dict[str, ModelBuilder] = {
     "segresnet_vae": build_segresnet_vae,
     "dynunet": build_dynunet,
     "resnet_unet": build_resnet_unet,
+    "basic_unet": build_basic_unet,
+    "attention_unet": build_attention_unet,
+    "unet3plus": build_unet3plus,
+    "resunetpp": build_resunetpp,
 }
 
 

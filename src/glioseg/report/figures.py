@@ -57,7 +57,7 @@ def plot_training_curves(
     _style_curve_axes(loss_ax, dice_ax, last_epoch)
     if title:
         fig.suptitle(title)
-    return _finish(fig, out)
+    return finish_figure(fig, out)
 
 
 def plot_score_boxplots(scores: pd.DataFrame, out: str | Path | None = None) -> Figure:
@@ -86,7 +86,7 @@ def plot_score_boxplots(scores: pd.DataFrame, out: str | Path | None = None) -> 
             if metric == "hd95":
                 ax.set_yscale("symlog", linthresh=1.0)
         axes[row, 0].set_ylabel(metric_label)
-    return _finish(fig, out)
+    return finish_figure(fig, out)
 
 
 def plot_case_montage(
@@ -120,7 +120,7 @@ def plot_case_montage(
         _draw_case_row(subfig, pick, entry, modalities, _prediction_path(predictions, pick))
     handles = [Patch(color=LABEL_COLOURS[value], label=name) for value, name in _LABEL_NAMES]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
-    return _finish(fig, out)
+    return finish_figure(fig, out)
 
 
 def pick_montage_cases(scores: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +157,8 @@ def axial_view(volume: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(volume[:, :, k])[:, ::-1]
 
 
-def _finish(fig: Figure, out: str | Path | None) -> Figure:
+def finish_figure(fig: Figure, out: str | Path | None) -> Figure:
+    """Return the figure, after writing it atomically as a PNG when ``out`` is given."""
     if out is not None:
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI)

@@ -105,6 +105,38 @@ def per_fold_summary(scores: pd.DataFrame) -> pd.DataFrame:
     return _sorted(summary, ["experiment", "dataset", "fold", "region", "metric"])
 
 
+POOLED_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "precision", "f1", "iou")
+
+
+def pooled_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per-region voxel-count metrics over all evaluated cases pooled, and their average over regions.
+
+    Columns: experiment, dataset, region (``mean`` for the class average),
+    sensitivity, specificity, precision, f1, iou, n_cases. Pooling the
+    confusion counts weights every voxel equally (a large tumour counts more
+    than a small one), as a classification report over a test set does; the
+    per-case tables above weight every case equally. An empty denominator
+    (no truth, no prediction) gives 1.0, as in per-case scoring.
+    """
+    counts = scores.groupby(["experiment", "dataset", "region"], sort=False)[["tp", "fp", "fn", "tn"]].sum()
+    tp, fp, fn, tn = (counts[c].astype(float) for c in ("tp", "fp", "fn", "tn"))
+
+    def ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+        return (numerator / denominator.where(denominator > 0)).fillna(1.0)
+
+    pooled = pd.DataFrame({"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+                           "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
+                           "iou": ratio(tp, tp + fp + fn)})
+    pooled["n_cases"] = scores.groupby(["experiment", "dataset", "region"], sort=False)["case"].count()
+    pooled = pooled.reset_index()
+    average = pooled.groupby(["experiment", "dataset"], sort=False)[list(POOLED_METRICS)].mean().reset_index()
+    average["region"], average["n_cases"] = "mean", pooled.groupby(["experiment", "dataset"], sort=False)["n_cases"].max().values
+    order = {r: i for i, r in enumerate((*REGIONS, "mean"))}
+    combined = pd.concat([pooled, average], ignore_index=True)
+    return combined.sort_values(["experiment", "dataset", "region"], key=lambda c: c.map(order) if c.name == "region" else c,
+                                kind="stable").reset_index(drop=True)
+
+
 def markdown_report(scores: pd.DataFrame) -> str:
     """A human-readable report: Dice and HD95 over cases, over folds, and Dice per fold."""
     sections = [
@@ -117,6 +149,8 @@ def markdown_report(scores: pd.DataFrame) -> str:
         _summary_table(fold_summary(scores), "n_folds", "folds"),
         "## Dice per fold (mean ± std over the fold's cases)",
         _per_fold_table(per_fold_summary(scores)),
+        "## Per region over all voxels of the evaluated cases (confusion counts pooled; `mean` averages the regions)",
+        _pooled_table(pooled_summary(scores)),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -196,13 +230,20 @@ def _per_fold_table(per_fold: pd.DataFrame) -> str:
     return _markdown_table(header, rows)
 
 
+def _pooled_table(pooled: pd.DataFrame) -> str:
+    header = ["experiment", "dataset", "region", *POOLED_METRICS, "cases"]
+    rows = [[row["experiment"], row["dataset"], row["region"], *(f"{row[m]:.3f}" for m in POOLED_METRICS),
+             str(int(row["n_cases"]))] for _, row in pooled.iterrows()]
+    return _markdown_table(header, rows)
+
+
 def _lookup(group: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
     return {(row["region"], row["metric"]): row for _, row in group.iterrows()}
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A pipe table; text columns left-aligned, numbers right-aligned."""
-    align = [":---" if h in ("experiment", "dataset") else "---:" for h in header]
+    align = [":---" if h in ("experiment", "dataset", "region") else "---:" for h in header]
     lines = [_markdown_row(header), _markdown_row(align)] + [_markdown_row(row) for row in rows]
     return "\n".join(lines)
 

@@ -18,8 +18,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +26,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.metrics import DiceMetric
+from monai.metrics import DiceMetric, MeanIoU
 from torch import nn
 from tqdm import tqdm
 
 from glioseg.atomic import write_csv
 from glioseg.inference import autocast, predict_masks
 from glioseg.losses import build_loss
-from glioseg.tables import history_columns
 from glioseg.models import build_model, on_epoch_start, training_loss
+from glioseg.tables import history_columns
 from glioseg.training import checkpoint
-from glioseg.training.init_weights import load_initial_weights
-from glioseg.training.data import case_items, epoch_seed, eval_loader, train_loader, train_transforms
+from glioseg.training.data import (
+    case_items,
+    epoch_seed,
+    eval_loader,
+    slice_areas,
+    slice_items,
+    train_loader,
+    train_transforms,
+)
 from glioseg.training.distributed import (
     World,
     any_rank,
@@ -49,6 +55,7 @@ from glioseg.training.distributed import (
     world_from_environment,
     wrap,
 )
+from glioseg.training.init_weights import load_initial_weights
 from glioseg.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -170,8 +177,8 @@ def _resume(run: Run, path: Path, digest: str) -> bool:
     run.epoch, run.best_metric, run.best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
     run.history, run.epoch_losses = list(state["history"]), list(state["epoch_losses"])
     checkpoint.restore_rng_state(state["rng"])
-    log.info("resuming from %s after epoch %d and %d steps of the next (best mean Dice %.4f at epoch %d)", path, run.epoch,
-             len(run.epoch_losses), run.best_metric, run.best_epoch)
+    log.info("resuming from %s after epoch %d and %d steps of the next (best validation metric %.4f at epoch %d)", path,
+             run.epoch, len(run.epoch_losses), run.best_metric, run.best_epoch)
     return True
 
 
@@ -205,18 +212,30 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
     return mean_loss
 
 
-def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torch.device) -> np.ndarray:
-    """Mean Dice per region over the validation cases (empty truth and prediction count as 1).
+def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torch.device) -> dict[str, np.ndarray]:
+    """Mean Dice and IoU per region over the validation volumes (empty truth and prediction count as 1).
 
-    Under DDP each process predicts its share of the cases and MONAI's metric
-    gathers the per-case Dice from every process, so all agree on the mean.
+    2D models are validated on whole volumes too, slice by slice, so that
+    their numbers compare with 3D models'. Under DDP each process predicts
+    its share of the cases and MONAI's metrics gather the per-case scores
+    from every process, so all agree on the mean.
     """
-    metric = DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False)
+    metrics = {"dice": DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False),
+               "iou": MeanIoU(include_background=True, reduction="mean_batch", ignore_empty=False)}
     window = {**VALIDATION_WINDOW, "roi_size": settings["patch_size"]}
     for batch in loader:
-        masks = predict_masks(model, batch["image"], window, device, settings["amp"])
-        metric(y_pred=masks.float().cpu(), y=batch["label"].float())
-    return metric.aggregate().numpy()
+        masks = predict_masks(model, batch["image"], window, device, settings["amp"]).float().cpu()
+        for metric in metrics.values():
+            metric(y_pred=masks, y=batch["label"].float())
+    return {name: metric.aggregate().numpy() for name, metric in metrics.items()}
+
+
+def _epoch_items(train_items: list[dict], areas: Mapping[str, np.ndarray] | None, settings: Mapping[str, Any], epoch: int,
+                 world: World) -> list[dict]:
+    """This process's items of one epoch: cases (3D), or the slices selected from them (2D)."""
+    seed = epoch_seed(settings["seed"], epoch)
+    items = train_items if areas is None else slice_items(train_items, areas, settings["slices"], seed)
+    return shard(items, world, seed)
 
 
 def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
@@ -245,6 +264,7 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
     loss_fn = build_loss(settings["loss"])
     transforms = train_transforms(settings["patch_size"], settings["augment"])
     train_items = case_items(paths.cache, train_cases)
+    areas = slice_areas(paths.cache, train_cases) if len(settings["patch_size"]) == 2 else None
     val_loader = eval_loader(case_items(paths.cache, validation_share(val_cases, world)), settings["num_workers"])
     amp = settings["amp"]
     log.info("training %s on %s%s: %d train / %d validation cases, epochs %d..%d", settings["name"], device,
@@ -255,17 +275,18 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
     for epoch in bar:
         on_epoch_start(run.model, epoch)
         started = time.perf_counter()
-        items = shard(train_items, world, epoch_seed(settings["seed"], epoch))
+        items = _epoch_items(train_items, areas, settings, epoch, world)
         loader = train_loader(items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"] + world.rank,
                               epoch)
         loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, digest), world)
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         run.scheduler.step()
         if epoch % settings["validate_every"] == 0 or epoch == settings["epochs"]:
-            dice = validate(run.model, val_loader, settings, device)
-            row.update({f"val_dice_{r}": float(d) for r, d in zip(regions, dice)}, val_dice_mean=float(dice.mean()))
-            if row["val_dice_mean"] > run.best_metric:
-                run.best_metric, run.best_epoch = row["val_dice_mean"], epoch
+            for name, values in validate(run.model, val_loader, settings, device).items():
+                row.update({f"val_{name}_{r}": float(v) for r, v in zip(regions, values)})
+                row[f"val_{name}_mean"] = float(values.mean())
+            if row[f"val_{settings['select']}_mean"] > run.best_metric:
+                run.best_metric, run.best_epoch = row[f"val_{settings['select']}_mean"], epoch
                 if world.is_main:
                     checkpoint.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
         row["seconds"] = time.perf_counter() - started
@@ -287,6 +308,6 @@ def _finish(run: Run, settings: Mapping[str, Any], paths: FoldPaths, regions: li
                           best_metric=best["metric"])
     history = pd.DataFrame(run.history).reindex(columns=history_columns(regions))
     write_csv(paths.history, history)
-    log.info("best mean validation Dice %.4f at epoch %d → %s", run.best_metric, run.best_epoch, paths.model)
+    log.info("best mean validation %s %.4f at epoch %d → %s", settings["select"], run.best_metric, run.best_epoch, paths.model)
     return history
 

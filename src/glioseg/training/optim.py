@@ -7,10 +7,12 @@ from typing import Any
 
 import torch
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD,
+              "adagrad": torch.optim.Adagrad}
 
 
 def build_optimizer(spec: Mapping[str, Any], parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """``sgd`` is nnU-Net's setting (Nesterov, momentum 0.99), so runs compare with that recipe, not with untuned SGD."""
     kwargs = {"lr": spec["lr"], "weight_decay": spec["weight_decay"]}
     if spec["name"] == "sgd":
         kwargs.update(momentum=0.99, nesterov=True)

@@ -1,0 +1,47 @@
+"""The plain U-Nets of the 2D studies, MONAI's ``BasicUNet`` and ``AttentionUnet``.
+
+Both work in 2D and 3D alike. ``basic_unet`` is the classic U-Net (two
+conv-norm-act per level, max-pool down) that Buda et al. 2019 trained on the
+LGG kaggle_3m slices, so it defaults to their batch norm rather than MONAI's
+instance norm. ``attention_unet`` defaults to Oktay et al. 2018's widths
+(their reference code divides 64..1024 by its feature scale 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from monai.networks.nets import AttentionUnet, BasicUNet
+from torch import nn
+
+NORMS: dict[str, str | tuple[str, dict[str, Any]]] = {"batch": "batch", "instance": ("instance", {"affine": True})}
+"""Config name → MONAI norm; instance norm keeps ``BasicUNet``'s own affine default."""
+
+
+def build_basic_unet(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
+                     patch_size: Sequence[int] | None = None) -> nn.Module:
+    """MONAI's ``BasicUNet`` with batch norm, as Buda et al. 2019 trained it."""
+    return BasicUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        features=tuple(params.get("features", (32, 32, 64, 128, 256, 32))),
+        norm=NORMS[params.get("norm", "batch")],
+        dropout=params.get("dropout", 0.0),
+        upsample=params.get("upsample", "deconv"),
+    )
+
+
+def build_attention_unet(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
+                         patch_size: Sequence[int] | None = None) -> nn.Module:
+    """MONAI's ``AttentionUnet`` (Oktay et al. 2018); strides default to 2 between every pair of levels."""
+    channels = tuple(params.get("channels", (16, 32, 64, 128, 256)))
+    return AttentionUnet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=channels,
+        strides=tuple(params.get("strides", (2,) * (len(channels) - 1))),
+        dropout=params.get("dropout", 0.0),
+    )
