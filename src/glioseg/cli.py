@@ -234,6 +234,15 @@ def _fold_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude", type=Path, nargs="+", default=[], help="overlap tables whose case_b cases are left out")
 
 
+def _scoring_inputs(p: argparse.ArgumentParser) -> None:
+    """What both scoring stages read and write."""
+    p.add_argument("--predictions", type=Path, required=True)
+    _fold_inputs(p)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--label", help="the evaluation's name in the dataset column (default: the dataset's name)")
+    p.add_argument("--out", type=Path, required=True)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glioseg", description=__doc__.splitlines()[0])
     # --log-file: under torchrun, whose parser takes '--log' for an abbreviation of its own --log-dir.
@@ -324,19 +333,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=_json_arg, required=True, help="the experiment's inference settings as JSON")
     p.add_argument("--out", type=Path, required=True)
 
-    p = command("score", cmd_score, "Score an evaluation's predictions per case and region (Dice, HD95, sensitivity, specificity).")
-    p.add_argument("--predictions", type=Path, required=True)
-    _fold_inputs(p)
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--label", help="the evaluation's name in the dataset column (default: the dataset's name)")
-    p.add_argument("--out", type=Path, required=True)
-
-    p = command("score-slices", cmd_score_slices, "Per-slice Dice, IoU and missed tumour parts of an evaluation (2D datasets).")
-    p.add_argument("--predictions", type=Path, required=True)
-    _fold_inputs(p)
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--label", help="the evaluation's name in the dataset column (default: the dataset's name)")
-    p.add_argument("--out", type=Path, required=True)
+    _scoring_inputs(command("score", cmd_score, "Score an evaluation's predictions per case and region "
+                            "(Dice, IoU, HD95, sensitivity, specificity, precision, voxel counts)."))
+    _scoring_inputs(command("score-slices", cmd_score_slices,
+                            "Per-slice Dice, IoU and missed tumour parts of an evaluation (2D datasets)."))
 
     p = command("summarize", cmd_summarize, "Collect score tables into scores.csv and a markdown summary.")
     p.add_argument("--scores", type=Path, nargs="+", required=True)

@@ -84,7 +84,7 @@ def test_summary_and_history_tables(study):
             assert history["train_loss"].gt(0).all() and history["val_dice_mean"].between(0, 1).all()
             assert (study / f"results/models/{experiment}/fold{fold}/state/last.pt").exists()
             log = (study / f"results/models/{experiment}/fold{fold}/train.log").read_text()
-            assert "best mean validation Dice" in log
+            assert "best mean validation dice" in log
     assert "± " in summary
 
 
