@@ -2,10 +2,10 @@
 
 Builds every registered 3D model as the study configs use it (Swin UNETR at
 feature sizes 12 and 48, the MedicalNet ResNet U-Nets, SegResNet with and
-without its VAE branch, DynUNet, the default study's U-Net), then times a
-training step (forward, loss through the model's own training hook,
-backward, AdamW step) on a batch of one patch and a whole-volume
-sliding-window prediction. On a CUDA device it also records the peak GPU
+without its VAE branch, DynUNet, the default study's U-Net) and the 2D models
+of studies 3 and 4, then times a training step (forward, loss through the
+model's own training hook, backward, AdamW step) on a batch of one patch (3D)
+or of slices (2D) and a whole-volume prediction (slice by slice in 2D). On a CUDA device it also records the peak GPU
 memory of the step. Step times are reported as ratios to the default study's
 U-Net, measured in the same run, with the machine recorded, in
 bench/results/model_steps.md.
@@ -43,6 +43,14 @@ MODELS: dict[str, dict] = {
     "swin_unetr feature_size 48 (study 1)": {"name": "swin_unetr", "params": {"feature_size": 48, "use_checkpoint": True}},
 }
 
+MODELS_2D: dict[str, dict] = {
+    "basic_unet, Buda et al. (study 4)": {"name": "basic_unet", "params": {"features": [32, 64, 128, 256, 512, 32]}},
+    "unet 2D": {"name": "unet", "params": {"channels": [32, 64, 128, 256, 512], "num_res_units": 0}},
+    "attention_unet": {"name": "attention_unet", "params": {}},
+    "unet3plus, no bridge (study 3)": {"name": "unet3plus", "params": {"bridge": False}},
+    "resunetpp": {"name": "resunetpp", "params": {}},
+}
+
 
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
@@ -62,15 +70,15 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_step(spec: dict, patch: int, volume: tuple[int, int, int], repeats: int, device: torch.device) -> dict[str, float]:
+def time_step(spec: dict, size: list[int], batch: int, volume: tuple[int, int, int], repeats: int,
+              device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
-    size = [patch] * 3
-    model = build_model(spec, 4, 3, spatial_dims=3, patch_size=size).to(device)
+    model = build_model(spec, 4, 3, spatial_dims=len(size), patch_size=size).to(device)
     on_epoch_start(model, 1)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     loss_fn = build_loss({"name": "dice_bce"})
-    image = torch.randn(1, 4, *size, device=device)
-    target = (torch.rand(1, 3, *size, device=device) > 0.9).float()
+    image = torch.randn(batch, 4, *size, device=device)
+    target = (torch.rand(batch, 3, *size, device=device) > 0.9).float()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -91,7 +99,7 @@ def time_step(spec: dict, patch: int, volume: tuple[int, int, int], repeats: int
         times.append(time.perf_counter() - started)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
 
-    window = {"roi_size": size, "sw_batch_size": 2, "overlap": 0.5, "blend": "gaussian", "tta": False}
+    window = {"roi_size": size, "sw_batch_size": 2 if len(size) == 3 else 16, "overlap": 0.5, "blend": "gaussian", "tta": False}
     case = torch.randn(1, 4, *volume)
     synchronise(device)
     started = time.perf_counter()
@@ -102,19 +110,30 @@ def time_step(spec: dict, patch: int, volume: tuple[int, int, int], repeats: int
     return {"step": statistics.median(times), "inference": inference, "peak_gib": peak, "params_m": parameters}
 
 
+def _row(label: str, row: dict[str, float], base: float) -> str:
+    peak = "n/a (CPU)" if row["peak_gib"] != row["peak_gib"] else f"{row['peak_gib']:.2f}"
+    return (f"| {label} | {row['params_m']:.1f} | {row['step']:.3f} | {row['step'] / base:.1f} | "
+            f"{row['inference']:.2f} | {peak} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch", type=int, default=64, help="cubic training patch side (multiple of 32 for Swin UNETR)")
     parser.add_argument("--volume", type=int, nargs=3, default=[96, 96, 64], help="volume for the sliding-window timing")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--slice", type=int, default=256, help="2D models: square slice side")
+    parser.add_argument("--slice-batch", type=int, default=8, help="2D models: slices per step")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    rows = {}
+    rows, rows_2d = {}, {}
     for label, spec in MODELS.items():
-        rows[label] = time_step(spec, args.patch, tuple(args.volume), args.repeats, device)
+        rows[label] = time_step(spec, [args.patch] * 3, 1, tuple(args.volume), args.repeats, device)
         print(f"{label}: {rows[label]}", flush=True)
+    for label, spec in MODELS_2D.items():
+        rows_2d[label] = time_step(spec, [args.slice] * 2, args.slice_batch, tuple(args.volume), args.repeats, device)
+        print(f"{label}: {rows_2d[label]}", flush=True)
     base = rows["unet (default study)"]["step"]
     lines = [
         "# Training step and inference cost per model",
@@ -127,10 +146,16 @@ def main() -> None:
         "| model | parameters (M) | step (s) | step ÷ default U-Net | inference (s) | peak GPU memory (GiB) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for label, row in rows.items():
-        peak = "n/a (CPU)" if row["peak_gib"] != row["peak_gib"] else f"{row['peak_gib']:.2f}"
-        lines.append(f"| {label} | {row['params_m']:.1f} | {row['step']:.3f} | {row['step'] / base:.1f} | "
-                     f"{row['inference']:.2f} | {peak} |")
+    lines += [_row(label, row, base) for label, row in rows.items()]
+    lines += [
+        "",
+        f"2D models: one step on {args.slice_batch} slices of {args.slice}×{args.slice} (4 channels); inference = the same "
+        f"{'×'.join(map(str, args.volume))} volume predicted slice by slice.",
+        "",
+        "| model | parameters (M) | step (s) | step ÷ default U-Net | inference (s) | peak GPU memory (GiB) |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(_row(label, row, base) for label, row in rows_2d.items()),
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -41,9 +41,9 @@ def _as_tensor(values: Sequence[float] | None) -> torch.Tensor | None:
 class DiceBCELoss(nn.Module):
     """Soft Dice on sigmoid probabilities plus BCE on logits; the weights trade region overlap against per-voxel fit."""
 
-    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, batch: bool = False) -> None:
         super().__init__()
-        self.dice = DiceLoss(sigmoid=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH)
+        self.dice = soft_dice(batch)
         self.dice_weight, self.bce_weight = dice_weight, bce_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -105,9 +105,20 @@ class ExpLogLoss(nn.Module):
         return self.w_dice * dice_term + self.w_ce * ce.mean()
 
 
+def soft_dice(batch: bool = False) -> DiceLoss:
+    """MONAI's soft Dice on sigmoid probabilities.
+
+    ``batch`` pools the whole batch into one Dice per region (Buda et al.'s
+    formulation) instead of one per sample: with 2D slices, most of which hold
+    no tumour, a per-sample Dice scores every empty slice near 1 unless its
+    prediction is exactly empty, and that pull drowns the tumour slices.
+    """
+    return DiceLoss(sigmoid=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH, batch=batch)
+
+
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "dice_bce": DiceBCELoss,
-    "dice": lambda: DiceLoss(sigmoid=True, smooth_nr=SMOOTH, smooth_dr=SMOOTH),
+    "dice": soft_dice,
     "bce": BCELoss,
     "focal": lambda gamma=2.0, alpha=None: FocalLoss(gamma=gamma, alpha=alpha, use_softmax=False),
     "exp_log": ExpLogLoss,

@@ -123,3 +123,18 @@ def test_adagrad_builds_and_takes_a_step():
     (weight**2).sum().backward()
     optimizer.step()
     assert torch.allclose(weight.detach(), torch.full((3,), 0.9))  # Adagrad's first step is lr * sign(gradient)
+
+
+def test_a_batch_dice_pools_the_slices_so_empty_ones_do_not_dominate():
+    """Three empty slices with a faint prediction and one tumour slice predicted right."""
+    from glioseg.losses import build_loss
+
+    target = torch.zeros(4, 1, 8, 8)
+    target[0, 0, 2:6, 2:6] = 1
+    logits = torch.full((4, 1, 8, 8), -6.0)
+    logits[0, 0, 2:6, 2:6] = 8.0
+    per_sample = build_loss({"name": "dice"})(logits, target)
+    pooled = build_loss({"name": "dice", "batch": True})(logits, target)
+    assert per_sample > 0.7  # each empty slice costs ~1 for a probability of 0.0025 per pixel
+    assert pooled < 0.05
+    assert build_loss({"name": "dice_bce", "batch": True})(logits, target) < build_loss({"name": "dice_bce"})(logits, target)
