@@ -150,7 +150,7 @@ def main() -> None:
     lines += [
         "",
         f"2D models: one step on {args.slice_batch} slices of {args.slice}×{args.slice} (4 channels); inference = the same "
-        f"{'×'.join(map(str, args.volume))} volume predicted slice by slice.",
+        f"{'×'.join(map(str, args.volume))} volume predicted slice by slice (each slice padded to the window).",
         "",
         "| model | parameters (M) | step (s) | step ÷ default U-Net | inference (s) | peak GPU memory (GiB) |",
         "|---|---:|---:|---:|---:|---:|",
