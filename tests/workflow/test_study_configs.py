@@ -13,6 +13,7 @@ import io
 import os
 import tarfile
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -69,17 +70,33 @@ def brats2021_zip(out: Path, cases: dict[str, int]) -> Path:
     return out
 
 
-def study_on_fixtures(workdir: Path, config_name: str, sources: dict[str, Path], checkpoints: list[str]) -> Path:
-    """The shipped config with each dataset read from a fixture archive and placeholder weights files."""
+def study_on_fixtures(tmp_path: Path, config_name: str, sources: dict[str, Path], checkpoints: Sequence[str] = (),
+                      adjust: Callable[[dict], None] = lambda config: None) -> tuple[Path, Path]:
+    """A working directory and the shipped config in it, each dataset read from a fixture, weights as placeholders.
+
+    ``adjust`` shrinks the config to the fixture (fewer folds, a smaller model);
+    keys keep their order, which grid experiment names depend on.
+    """
+    workdir = tmp_path / "run"
+    workdir.mkdir()
     config = yaml.safe_load((ROOT / "configs" / config_name).read_text())
     for name, archive in sources.items():
         config["datasets"][name]["source"] = {"path": str(archive)}
+    adjust(config)
     for path in checkpoints:
         (workdir / path).parent.mkdir(parents=True, exist_ok=True)
         (workdir / path).write_bytes(b"placeholder: the dry run reads no weights")
     out = workdir / config_name
     out.write_text(yaml.safe_dump(config, sort_keys=False))
-    return out
+    return workdir, out
+
+
+def holdout(val: int, test: int) -> Callable[[dict], None]:
+    """An adjustment: every dataset split into ``val`` validation and ``test`` test patients."""
+    def adjust(config: dict) -> None:
+        for dataset in config["datasets"].values():
+            dataset["split"].update(val_patients=val, test_patients=test)
+    return adjust
 
 
 def test_study1_transfer_plans_zero_shot_fine_tuning_and_a_leak_free_pretraining(tmp_path):
@@ -89,14 +106,13 @@ def test_study1_transfer_plans_zero_shot_fine_tuning_and_a_leak_free_pretraining
     sources = {"brats2018": graded_zip(tmp_path / "brats2018.zip", "MICCAI_BraTS_2018_Data_Training", brats2018),
                "brats2021": brats2021_zip(tmp_path / "brats-2021-task1.zip", brats2021)}
     config = yaml.safe_load((ROOT / "configs/study1-swin-brats21-to-brats18.yaml").read_text())
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    path = study_on_fixtures(workdir, "study1-swin-brats21-to-brats18.yaml", sources,
-                             [config["experiments"]["swin_zeroshot"]["init"]["checkpoint"]])
-    fixture_config = yaml.safe_load(path.read_text())
-    for name in ("brats2018", "brats2021"):  # 4 BraTS 2021 cases cannot fill 5 folds: 2 folds here
-        fixture_config["datasets"][name]["split"]["folds"] = 2
-    path.write_text(yaml.safe_dump(fixture_config, sort_keys=False))
+
+    def two_folds(config: dict) -> None:  # 4 BraTS 2021 cases cannot fill 5 folds
+        for dataset in config["datasets"].values():
+            dataset["split"]["folds"] = 2
+
+    workdir, path = study_on_fixtures(tmp_path, "study1-swin-brats21-to-brats18.yaml", sources,
+                                      [config["experiments"]["swin_zeroshot"]["init"]["checkpoint"]], two_folds)
 
     plan = planned_jobs(snakemake(workdir, "-n", configfile=path))
     assert plan["import_model"] == 2  # zero-shot: the checkpoint on each fold, no training
@@ -127,9 +143,7 @@ def test_study2_plans_six_medicalnet_encoders_on_one_fold_without_downloads(tmp_
     config = yaml.safe_load((ROOT / "configs/study2-medicalnet-resnet-brats19.yaml").read_text())
     weights = sorted({spec["init"]["checkpoint"] for spec in config["experiments"].values()})
     assert [Path(w).name for w in weights] == [f"resnet_{d}_23dataset.pth" for d in (10, 18, 50)]
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    path = study_on_fixtures(workdir, "study2-medicalnet-resnet-brats19.yaml", {"brats2019": archive}, weights)
+    workdir, path = study_on_fixtures(tmp_path, "study2-medicalnet-resnet-brats19.yaml", {"brats2019": archive}, weights)
 
     result = snakemake(workdir, "-n", "-p", configfile=path)
     plan = planned_jobs(result)
@@ -177,16 +191,15 @@ def kaggle_3m_zip(out: Path, patients: int, shape: tuple[int, int, int] = (64, 6
 def test_study4_lgg_unet_trains_2d_keeps_the_best_iou_epoch_and_scores_the_test_patients(tmp_path):
     """The LGG study config, shrunk to 8 synthetic patients, run end to end on slices of kaggle_3m's layout."""
     archive = kaggle_3m_zip(tmp_path / "lgg-mri-segmentation.zip", patients=8)
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    path = study_on_fixtures(workdir, "lgg-unet.yaml", {"lgg": archive}, [])
-    config = yaml.safe_load(path.read_text())
-    config["datasets"]["lgg"]["split"].update(val_patients=2, test_patients=2)
-    config["experiments"]["unet_buda"].update(
-        model={"name": "basic_unet", "params": {"features": [8, 8, 16, 16, 32, 8], "norm": "batch"}},
-        epochs=3, batch_size=8, patch_size=[64, 64], num_workers=0, optimizer={"name": "adam", "lr": 3.0e-3},
-        resources={"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime": 10})
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def tiny(config: dict) -> None:
+        holdout(2, 2)(config)
+        config["experiments"]["unet_buda"].update(
+            model={"name": "basic_unet", "params": {"features": [8, 8, 16, 16, 32, 8], "norm": "batch"}},
+            epochs=3, batch_size=8, patch_size=[64, 64], num_workers=0, optimizer={"name": "adam", "lr": 3.0e-3},
+            resources={"gpus": 0, "cpus": 1, "mem_mb": 2000, "runtime": 10})
+
+    workdir, path = study_on_fixtures(tmp_path, "lgg-unet.yaml", {"lgg": archive}, adjust=tiny)
 
     done = snakemake(workdir, configfile=path)
     assert done.returncode == 0, done.output[-4000:]
@@ -234,12 +247,7 @@ def brats2020_zip(out: Path, cases: int) -> Path:
 
 def test_study3_grid_plans_22_two_dimensional_runs_scored_on_test_patients(tmp_path):
     archive = brats2020_zip(tmp_path / "brats20-dataset-training-validation.zip", cases=8)
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    path = study_on_fixtures(workdir, "brats-unet2d-family.yaml", {"brats2020": archive}, [])
-    config = yaml.safe_load(path.read_text())
-    config["datasets"]["brats2020"]["split"].update(val_patients=2, test_patients=2)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    workdir, path = study_on_fixtures(tmp_path, "brats-unet2d-family.yaml", {"brats2020": archive}, adjust=holdout(2, 2))
 
     result = snakemake(workdir, "-n", "-p", configfile=path)
     plan = planned_jobs(result)
@@ -269,16 +277,15 @@ def test_study4_runs_end_to_end_on_ten_real_lgg_patients(tmp_path):
 
     Two epochs of a small U-Net on the CPU: this proves the path, not the accuracy (bench/ holds the numbers).
     """
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    path = study_on_fixtures(workdir, "lgg-unet.yaml", {"lgg": REAL_LGG}, [])
-    config = yaml.safe_load(path.read_text())
-    config["datasets"]["lgg"]["split"].update(val_patients=2, test_patients=2)
-    config["experiments"]["unet_buda"].update(
-        model={"name": "basic_unet", "params": {"features": [8, 8, 16, 16, 32, 8], "norm": "batch"}},
-        epochs=2, batch_size=16, num_workers=0, optimizer={"name": "adam", "lr": 3.0e-3},
-        slices={"min_label_area": 0, "empty_rate": 0.3}, resources={"gpus": 0, "cpus": 2, "mem_mb": 4000, "runtime": 20})
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def light(config: dict) -> None:
+        holdout(2, 2)(config)
+        config["experiments"]["unet_buda"].update(
+            model={"name": "basic_unet", "params": {"features": [8, 8, 16, 16, 32, 8], "norm": "batch"}},
+            epochs=2, batch_size=16, num_workers=0, optimizer={"name": "adam", "lr": 3.0e-3},
+            slices={"min_label_area": 0, "empty_rate": 0.3}, resources={"gpus": 0, "cpus": 2, "mem_mb": 4000, "runtime": 20})
+
+    workdir, path = study_on_fixtures(tmp_path, "lgg-unet.yaml", {"lgg": REAL_LGG}, adjust=light)
 
     done = snakemake(workdir, configfile=path, timeout=900)
     assert done.returncode == 0, done.output[-4000:]
