@@ -75,7 +75,7 @@ def report(work: Path, args: argparse.Namespace, wall: float) -> str:
         "",
         f"Data: {split['patient'].nunique()} real patients of kaggle_3m ({len(slices)} test slices of "
         f"{slices['case'].nunique()} test patients). Split by patient, seed "
-        f"{study_config(args)['datasets']['lgg']['split']['seed']}:",
+        f"{yaml.safe_load((work / 'study.yaml').read_text())['datasets']['lgg']['split']['seed']}:",
         "",
         f"- train: {parts['train']}",
         f"- validation: {parts['validation']}",

@@ -112,9 +112,13 @@ def init_weights(wildcards):
     return [path] if path else []
 
 
+def cli_option(flag, paths):
+    """A CLI option over a rule's optional input list: ``--flag path…``, or nothing when the list is empty."""
+    return f"{flag} {' '.join(paths)}" if paths else ""
+
+
 def init_option(wildcards):
-    paths = init_weights(wildcards)
-    return f"--init {paths[0]}" if paths else ""
+    return cli_option("--init", init_weights(wildcards))
 
 
 def training_overlap_tables(wildcards):
@@ -196,13 +200,11 @@ def overlap_tables(wildcards):
 
 
 def exclude_option(wildcards):
-    tables = overlap_tables(wildcards)
-    return f"--exclude {' '.join(tables)}" if tables else ""
+    return cli_option("--exclude", overlap_tables(wildcards))
 
 
 def training_exclude_option(wildcards):
-    tables = training_overlap_tables(wildcards)
-    return f"--exclude {' '.join(tables)}" if tables else ""
+    return cli_option("--exclude", training_overlap_tables(wildcards))
 
 
 def fold_models(experiment):

@@ -118,7 +118,8 @@ def pooled_summary(scores: pd.DataFrame) -> pd.DataFrame:
     per-case tables above weight every case equally. An empty denominator
     (no truth, no prediction) gives 1.0, as in per-case scoring.
     """
-    counts = scores.groupby(["experiment", "dataset", "region"], sort=False)[["tp", "fp", "fn", "tn"]].sum()
+    counts = scores.groupby(["experiment", "dataset", "region"], sort=False).agg(
+        tp=("tp", "sum"), fp=("fp", "sum"), fn=("fn", "sum"), tn=("tn", "sum"), n_cases=("case", "count"))
     tp, fp, fn, tn = (counts[c].astype(float) for c in ("tp", "fp", "fn", "tn"))
 
     def ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
@@ -126,11 +127,10 @@ def pooled_summary(scores: pd.DataFrame) -> pd.DataFrame:
 
     pooled = pd.DataFrame({"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
                            "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
-                           "iou": ratio(tp, tp + fp + fn)})
-    pooled["n_cases"] = scores.groupby(["experiment", "dataset", "region"], sort=False)["case"].count()
-    pooled = pooled.reset_index()
-    average = pooled.groupby(["experiment", "dataset"], sort=False)[list(POOLED_METRICS)].mean().reset_index()
-    average["region"], average["n_cases"] = "mean", pooled.groupby(["experiment", "dataset"], sort=False)["n_cases"].max().values
+                           "iou": ratio(tp, tp + fp + fn), "n_cases": counts["n_cases"]}).reset_index()
+    average = pooled.groupby(["experiment", "dataset"], sort=False).agg(
+        **{m: (m, "mean") for m in POOLED_METRICS}, n_cases=("n_cases", "max")).reset_index()
+    average["region"] = "mean"
     order = {r: i for i, r in enumerate((*REGIONS, "mean"))}
     combined = pd.concat([pooled, average], ignore_index=True)
     return combined.sort_values(["experiment", "dataset", "region"], key=lambda c: c.map(order) if c.name == "region" else c,

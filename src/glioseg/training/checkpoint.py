@@ -91,14 +91,18 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def network_for(settings: Mapping[str, Any], in_channels: int, out_channels: int) -> torch.nn.Module:
+    """The untrained network an experiment's training settings describe (2D or 3D by its patch size)."""
+    return build_model(settings["model"], in_channels, out_channels, spatial_dims=len(settings["patch_size"]),
+                       patch_size=settings["patch_size"])
+
+
 def load_model(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained model from its model file (weights only, no pickled code)."""
     payload = load(path)
     if payload.get("format") != MODEL_FORMAT:
         raise GliosegError(f"not a glioseg model file (format {payload.get('format')!r})", path=path,
                            hint="point at a model.pt written by 'glioseg train'.")
-    settings = payload["settings"]
-    model = build_model(settings["model"], payload["in_channels"], len(payload["regions"]),
-                        spatial_dims=len(settings["patch_size"]), patch_size=settings["patch_size"])
+    model = network_for(payload["settings"], payload["in_channels"], len(payload["regions"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), payload

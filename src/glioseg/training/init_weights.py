@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from glioseg.errors import GliosegError
-from glioseg.models import adapt_first_conv, build_model
+from glioseg.models import adapt_first_conv
 from glioseg.training import checkpoint
 from glioseg.training.checkpoint import MODEL_FORMAT
 
@@ -420,6 +420,12 @@ def load_initial_weights(model: nn.Module, path: str | Path, fmt: str = "auto", 
     return report
 
 
+def load_configured_weights(model: nn.Module, path: str | Path, settings: Mapping[str, Any]) -> LoadReport:
+    """:func:`load_initial_weights` read as the experiment's ``init`` section says (format, minimum fraction)."""
+    spec = settings.get("init") or {}
+    return load_initial_weights(model, path, spec.get("format", "auto"), min_fraction=spec.get("min_fraction", 0.5))
+
+
 def import_model(init: str | Path, settings: Mapping[str, Any], regions: list[str], in_channels: int,
                  out: str | Path) -> LoadReport:
     """Write a model file for an evaluation-only experiment: its network with the ``init`` weights, untrained.
@@ -428,9 +434,7 @@ def import_model(init: str | Path, settings: Mapping[str, Any], regions: list[st
     remapped, checked and refused exactly as it would be before fine-tuning.
     """
     torch.manual_seed(settings["seed"])
-    model = build_model(settings["model"], in_channels, len(regions), spatial_dims=len(settings["patch_size"]),
-                        patch_size=settings["patch_size"])
-    spec = settings.get("init") or {}
-    report = load_initial_weights(model, init, spec.get("format", "auto"), min_fraction=spec.get("min_fraction", 0.5))
+    model = checkpoint.network_for(settings, in_channels, len(regions))
+    report = load_configured_weights(model, init, settings)
     checkpoint.save_model(out, model.state_dict(), settings, regions, in_channels, epoch=0, best_metric=float("nan"))
     return report

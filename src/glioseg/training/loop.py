@@ -33,7 +33,7 @@ from tqdm import tqdm
 from glioseg.atomic import write_csv
 from glioseg.inference import autocast, predict_masks
 from glioseg.losses import build_loss
-from glioseg.models import build_model, on_epoch_start, training_loss
+from glioseg.models import on_epoch_start, training_loss
 from glioseg.tables import history_columns
 from glioseg.training import checkpoint
 from glioseg.training.data import (
@@ -55,7 +55,7 @@ from glioseg.training.distributed import (
     world_from_environment,
     wrap,
 )
-from glioseg.training.init_weights import load_initial_weights
+from glioseg.training.init_weights import load_configured_weights
 from glioseg.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ class StopRequest:
 
 def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], device: torch.device) -> Run:
     torch.manual_seed(settings["seed"])
-    model = build_model(settings["model"], in_channels, len(regions), spatial_dims=len(settings["patch_size"]),
-                        patch_size=settings["patch_size"]).to(device)
+    model = checkpoint.network_for(settings, in_channels, len(regions)).to(device)
     optimizer = build_optimizer(settings["optimizer"], model.parameters())
     scheduler = build_scheduler(settings["scheduler"], optimizer, settings["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings["amp"])
@@ -258,8 +257,7 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
                                     checkpoint.file_digest(paths.init) if paths.init else "")
     run = _new_run(settings, in_channels, regions, device)
     if not _resume(run, paths.last, digest) and paths.init is not None:
-        init = settings.get("init") or {}
-        load_initial_weights(run.model, paths.init, init.get("format", "auto"), min_fraction=init.get("min_fraction", 0.5))
+        load_configured_weights(run.model, paths.init, settings)
     run.network = wrap(run.model, world, device)
     loss_fn = build_loss(settings["loss"])
     transforms = train_transforms(settings["patch_size"], settings["augment"])
