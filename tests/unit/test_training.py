@@ -100,25 +100,8 @@ def test_model_file_rebuilds_the_network_without_pickled_code(cache, tmp_path):
         "val_iou_TC", "val_iou_WT", "val_iou_ET", "val_iou_mean", "lr", "seconds"]
 
 
-def test_a_stop_signal_mid_epoch_saves_exits_75_and_the_rerun_matches(cache, tmp_path, monkeypatch):
-    """SLURM's warning signal arrives during a step; the CLI saves, exits 75, and the re-run resumes exactly."""
-    import json
-    import os
-    import signal
-
-    from glioseg.cli import EXIT_RESUMABLE, main
+def _signal_in_second_epochs_first_step(monkeypatch, send) -> None:
     from glioseg.losses import build_loss
-
-    splits = tmp_path / "folds.json"
-    splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
-    spec = settings(epochs=3)
-
-    def train(root) -> int:
-        return main(["train", "--cache", str(cache), "--splits", str(splits), "--fold", "0", "--settings", json.dumps(spec),
-                     "--out-model", str(root / "model.pt"), "--out-history", str(root / "history.csv"),
-                     "--state", str(root / "state")])
-
-    assert train(tmp_path / "straight") == 0
 
     calls = {"n": 0}
 
@@ -128,17 +111,53 @@ def test_a_stop_signal_mid_epoch_saves_exits_75_and_the_rerun_matches(cache, tmp
         def forward(logits, target):
             calls["n"] += 1
             if calls["n"] == 3:  # the first of epoch 2's two steps
-                os.kill(os.getpid(), signal.SIGUSR1)
+                send()
             return loss(logits, target)
 
         return forward
 
     monkeypatch.setattr(loop, "build_loss", signalling_loss)
-    assert train(tmp_path / "resumed") == EXIT_RESUMABLE
+
+
+def _signal_in_first_validation(monkeypatch, send) -> None:
+    validate = loop.validate
+
+    def signalling_validate(*args, **kwargs):
+        send()
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate", signalling_validate)
+
+
+@pytest.mark.parametrize(("when", "saved_epoch", "saved_steps"), [
+    (_signal_in_second_epochs_first_step, 1, 1),  # stops after that step, mid-epoch
+    (_signal_in_first_validation, 1, 0),  # stops after epoch 1's save, before epoch 2
+])
+def test_a_stop_signal_saves_exits_75_and_the_rerun_matches(cache, tmp_path, monkeypatch, when, saved_epoch, saved_steps):
+    """SLURM's warning signal arrives during a step or a validation; the CLI saves, exits 75, and the re-run resumes exactly."""
+    import json
+    import os
+    import signal
+
+    from glioseg.cli import EXIT_RESUMABLE, main
+
+    splits = tmp_path / "folds.json"
+    splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
+    spec = settings(epochs=3, validate_every=1)
+
+    def train(root) -> int:
+        return main(["train", "--cache", str(cache), "--splits", str(splits), "--fold", "0", "--settings", json.dumps(spec),
+                     "--out-model", str(root / "model.pt"), "--out-history", str(root / "history.csv"),
+                     "--state", str(root / "state")])
+
+    assert train(tmp_path / "straight") == 0
+
+    with monkeypatch.context() as patch:
+        when(patch, lambda: os.kill(os.getpid(), signal.SIGUSR1))
+        assert train(tmp_path / "resumed") == EXIT_RESUMABLE
     state = checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")
-    assert state["epoch"] == 1 and len(state["epoch_losses"]) == 1
+    assert state["epoch"] == saved_epoch and len(state["epoch_losses"]) == saved_steps
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers restored after the run
-    monkeypatch.setattr(loop, "build_loss", build_loss)
     assert train(tmp_path / "resumed") == 0
 
     a, b = checkpoint.load(tmp_path / "straight" / "model.pt"), checkpoint.load(tmp_path / "resumed" / "model.pt")

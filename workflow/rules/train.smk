@@ -34,22 +34,18 @@ rule train:
         cpus_per_task=lambda w, threads: threads,
         mem_mb=lambda w: experiment_resources(w.experiment)["mem_mb"],
         runtime=lambda w: experiment_resources(w.experiment)["runtime"],
-        # Walltime: `signal_seconds` before the job's end, glioseg gets SIGTERM, saves state/
-        # and exits 75; --retries resubmits and the new job resumes (docs/cluster.md).
-        # SLURM's own warning reaches glioseg only where SLURM tracks processes by their
-        # parents (proctrack/linuxproc); with proctrack/cgroup it signals just the job
-        # step's Snakemake, which then waits for glioseg. So the shell below also arms a
-        # timer from the job's end time, and `exec` makes glioseg replace the rule's bash,
-        # which would die at once on SIGTERM and end the step before the save.
+        # Walltime: `signal_seconds` before the job's end, the timer in the shell below
+        # sends glioseg SIGTERM; glioseg saves state/ and exits 75, and --retries
+        # resubmits a job that resumes (docs/cluster.md, section 6). The timer reads the
+        # job's end time from squeue, so it works whatever the cluster's process tracking.
+        # No `sbatch --signal`: SLURM's warning also reaches the job step's Snakemake,
+        # which then reports the job failed even when glioseg finishes its training in
+        # time. `exec` makes glioseg replace the rule's bash, which would die at once on
+        # SIGTERM and end the step before the save.
         signal_seconds=lambda w: (
             min(res["signal_seconds"], res["runtime"] * 30, 65535)
             if (res := experiment_resources(w.experiment))["signal_seconds"]
             else 0
-        ),
-        slurm_extra=lambda w: (
-            "--signal=TERM@{}".format(min(res["signal_seconds"], res["runtime"] * 30, 65535))
-            if (res := experiment_resources(w.experiment))["signal_seconds"]
-            else ""
         ),
     conda:
         "../../envs/glioseg.yaml"

@@ -133,6 +133,10 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
+def _signal_name(stop: StopRequest) -> str:
+    return signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another process"
+
+
 def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], device: torch.device) -> Run:
     torch.manual_seed(settings["seed"])
     model = checkpoint.network_for(settings, in_channels, len(regions)).to(device)
@@ -203,8 +207,7 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
         if any_rank(stop.signal is not None, world, device):
             if world.is_main:
                 save()
-            name = signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another process"
-            raise TrainingInterrupted(f"stopped by {name} in epoch {run.epoch + 1} after "
+            raise TrainingInterrupted(f"stopped by {_signal_name(stop)} in epoch {run.epoch + 1} after "
                                       f"{len(run.epoch_losses)} steps; state saved")
     mean_loss = float(np.mean(run.epoch_losses))
     run.epoch_losses = []
@@ -295,6 +298,9 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
         barrier(world)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice_mean', float('nan')):.3f}")
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
+        if epoch < settings["epochs"] and any_rank(stop.signal is not None, world, device):
+            # A signal during validation: the state is saved, so stop now, not a step into the next epoch.
+            raise TrainingInterrupted(f"stopped by {_signal_name(stop)} after epoch {epoch}; state saved")
     if not world.is_main:
         return pd.DataFrame(run.history)
     return _finish(run, settings, paths, regions, in_channels)
