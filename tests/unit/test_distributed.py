@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -42,18 +44,23 @@ def test_the_world_comes_from_torchruns_environment(monkeypatch):
     assert (world.rank, world.size, world.local_rank, world.is_main, world.is_distributed) == (3, 4, 1, False, True)
 
 
-def test_two_processes_train_one_model_with_ddp(cache, tmp_path):  # noqa: F811
-    splits = tmp_path / "folds.json"
+def torchrun_training(cache, root: Path, spec: dict) -> list[str]:  # noqa: F811
+    """The train rule's command for `gpus: 2`: two processes under torchrun (gloo on the CPU)."""
+    splits = root / "folds.json"
     splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
-    spec = settings(epochs=2, batch_size=1)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "glioseg",
+            "--log-file", str(root / "train.log"), "train", "--cache", str(cache), "--splits", str(splits), "--fold", "0",
+            "--settings", json.dumps(spec), "--out-model", str(root / "model.pt"),
+            "--out-history", str(root / "history.csv"), "--state", str(root / "state")]
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_two_processes_train_one_model_with_ddp(cache, tmp_path):  # noqa: F811
     log = tmp_path / "train.log"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "glioseg",
-         "--log-file", str(log), "train", "--cache", str(cache), "--splits", str(splits), "--fold", "0",
-         "--settings", json.dumps(spec), "--out-model", str(tmp_path / "model.pt"),
-         "--out-history", str(tmp_path / "history.csv"), "--state", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(torchrun_training(cache, tmp_path, settings(epochs=2, batch_size=1)), capture_output=True,
+                          text=True, timeout=300, env=ENV)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     text = log.read_text()
@@ -73,3 +80,27 @@ def test_validation_cases_are_dealt_out_and_no_process_is_left_without_one():
     assert [validation_share(cases, World(rank=r, size=2)) for r in range(2)] == [["a", "c"], ["b"]]
     assert [validation_share(cases, World(rank=r, size=4)) for r in range(4)] == [["a"], ["b"], ["c"], ["a"]]
     assert validation_share(cases, World()) == cases
+
+
+def test_sigterm_to_torchrun_saves_the_state_and_the_rerun_resumes_it(cache, tmp_path):  # noqa: F811
+    """The walltime path with `gpus > 1`: the train rule's timer signals torchrun, which passes SIGTERM to its workers."""
+    command, log = torchrun_training(cache, tmp_path, settings(epochs=12, batch_size=1)), tmp_path / "train.log"
+    launched = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.monotonic() + 240
+    while not (log.exists() and "epoch 2:" in log.read_text()):
+        assert launched.poll() is None and time.monotonic() < deadline, "torchrun ended or stalled before epoch 2"
+        time.sleep(0.2)
+    launched.send_signal(signal.SIGTERM)
+    output, _ = launched.communicate(timeout=120)
+    assert launched.returncode != 0, output[-3000:]  # so that Snakemake's retries run it again
+    assert not (tmp_path / "model.pt").exists()
+    stopped = checkpoint.load(tmp_path / "state" / "last.pt")
+    assert 2 <= stopped["epoch"] < 12, output[-3000:]
+    assert log.read_text().count("received SIGTERM: saving state") == 2  # both workers
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resuming from {tmp_path / 'state' / 'last.pt'} after epoch {stopped['epoch']}" in log.read_text()
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, 13))
+    assert history["train_loss"].head(stopped["epoch"]).tolist() == [row["train_loss"] for row in stopped["history"]]
