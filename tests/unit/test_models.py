@@ -135,6 +135,23 @@ def test_unet3plus_dilation_dilates_the_encoder_convolutions_only():
         assert model.eval()(image).shape == (batch, OUT, *patch)
 
 
+def test_basic_unet_with_three_convolutions_per_block_deepens_every_block_alike():
+    plain, patch, batch = tiny_model("basic_unet")
+    model, _, _ = tiny_model("basic_unet", convs_per_block=3)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    plain_convs = [m for m in plain.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(plain_convs) == 2 * 9 and len(convs) == 3 * 9  # stem, 4 down, 4 up
+    blocks = [m for m in model.modules() if type(m).__name__ == "TwoConv"]
+    for block in blocks:  # the added layer repeats the block's second one: width, norm, activation
+        second, third = block.conv_1, block.conv_2
+        assert third.conv.in_channels == third.conv.out_channels == second.conv.out_channels
+        assert [type(m) for m in third.adn.children()] == [type(m) for m in second.adn.children()]
+    image, label = batch_of(patch, batch)
+    logits = model.train()(image)
+    build_loss({"name": "dice_bce"})(logits, label).backward()
+    assert logits.shape == (batch, OUT, *patch) and blocks[-1].conv_2.conv.weight.grad.abs().sum() > 0
+
+
 def test_a_plain_model_trains_on_loss_fn_of_its_logits():
     model, patch, batch = tiny_model("unet")
     image, label = batch_of(patch, batch)

@@ -245,15 +245,16 @@ def brats2020_zip(out: Path, cases: int) -> Path:
     return out
 
 
-def test_study3_grid_plans_22_two_dimensional_runs_scored_on_test_patients(tmp_path):
+def test_study3_grid_plans_23_two_dimensional_runs_scored_on_test_patients(tmp_path):
     archive = brats2020_zip(tmp_path / "brats20-dataset-training-validation.zip", cases=8)
     workdir, path = study_on_fixtures(tmp_path, "brats-unet2d-family.yaml", {"brats2020": archive}, adjust=holdout(2, 2))
 
     result = snakemake(workdir, "-n", "-p", configfile=path)
     plan = planned_jobs(result)
-    assert plan["train"] == 22 and plan["infer"] == plan["score"] == 22 * 2  # validation and test patients
+    assert plan["train"] == 23 and plan["infer"] == plan["score"] == 23 * 2  # validation and test patients
     assert "--subset test" in result.output and "--label brats2020+test" in result.output
-    for name in ("main-unet3p-explog02-adam", "optim-unet-weighted-adagrad", "variant-unet3p_dilated-bcedice-adam"):
+    for name in ("main-unet3p-explog02-adam", "optim-unet-weighted-adagrad", "variant-unet3p_dilated-bcedice-adam",
+                 "variant-unet_3conv-bcedice-adam"):
         assert f"results/study3/models/{name}/fold0/model.pt" in result.output
 
     done = snakemake(workdir, "--until", "split", configfile=path)
