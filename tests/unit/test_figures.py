@@ -13,6 +13,7 @@ from matplotlib.collections import PathCollection
 
 from glioseg.report.figures import (
     DPI,
+    axial_slice,
     axial_view,
     pick_montage_cases,
     plot_case_montage,
@@ -189,3 +190,18 @@ def test_axial_view_puts_anterior_up_and_right_on_the_left() -> None:
     assert view.shape == (16, 16)
     assert np.argwhere(view == 1.0).tolist() == [[7, 0]]  # right on the viewer's left
     assert np.argwhere(view == 2.0).tolist() == [[0, 7]]  # anterior at the top
+
+
+def test_axial_slice_shows_any_stored_orientation_as_the_ras_view() -> None:
+    """The gallery reads slices as files store them; BraTS stores LPS, LGG stacks too."""
+    ras = np.zeros(SHAPE)
+    ras[15, 8, 3] = 1.0  # patient's far right
+    ras[8, 15, 3] = 2.0  # most anterior
+    expected = axial_view(ras, 3)
+    lps = nib.Nifti1Image(ras[::-1, ::-1].copy(), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    yx = nib.Nifti1Image(ras.transpose(1, 0, 2).copy(), np.array([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    for image in (nib.Nifti1Image(ras, np.eye(4)), lps, yx):
+        np.testing.assert_array_equal(axial_slice(image, 3), expected)
+    sagittal = nib.Nifti1Image(ras.transpose(1, 2, 0).copy(), np.array([[0.0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]))
+    np.testing.assert_array_equal(axial_slice(sagittal, 15), np.rot90(ras.transpose(1, 2, 0)[:, :, 15])[:, ::-1])
+

@@ -17,6 +17,7 @@ from glioseg.cli import main as cli_main
 from glioseg.datasets.layouts import get_layout
 from glioseg.datasets.lgg import stack_lgg
 from glioseg.errors import GliosegError
+from glioseg.report.figures import axial_slice
 from glioseg.manifest import build_manifest
 from glioseg.splits import split_table
 
@@ -110,7 +111,7 @@ def test_stacking_writes_volumes_in_slice_order(lgg_stacked):
             image = nib.load(folder / f"{case}_{modality}.nii.gz")
             assert image.shape == (SIDE, SIDE, slices)
             assert image.get_data_dtype() == np.uint8
-            np.testing.assert_array_equal(image.affine, np.eye(4))
+            np.testing.assert_array_equal(image.affine, np.diag([-1.0, -1.0, 1.0, 1.0]))  # LPS, unit spacing
             volume = np.asarray(image.dataobj)
             # numeric order: index k holds slice k + 1 (lexical order would put 10, 11, 12 after 1)
             assert [int(volume[0, 0, k]) for k in range(slices)] == [(k + 1) * 3 + channel for k in range(slices)]
@@ -118,6 +119,8 @@ def test_stacking_writes_volumes_in_slice_order(lgg_stacked):
                 # x = column, y = row: the marker at (row 2, column 5) of slice 10 lands at [5, 2, 9]
                 assert volume[5, 2, 9] == MARKER
                 assert int((volume == MARKER).sum()) == 1
+                # ...and the figures show slice 10 as the tif looks (the affine says how it was displayed)
+                assert axial_slice(image, 9)[2, 5] == MARKER
                 np.testing.assert_array_equal(volume[:, :, 9], slice_image(10)[..., channel].T)
 
 

@@ -12,7 +12,7 @@ row per patient, keyed by its ``Patient`` column).
 manifest, preprocessing, 3D scoring and per-patient Dice work on it unchanged
 through the ``lgg_kaggle3m`` layout (:mod:`glioseg.datasets.layouts`).
 
-Axis convention (the tifs carry no orientation): a slice stored as a
+Axis convention (the tifs carry no orientation header): a slice stored as a
 ``rows × columns`` array becomes the volume's ``(x, y)`` plane with
 **x = column, y = row**, and slice ``n`` (1-based, as numbered in the file
 name) is ``z = n - 1``. Hence ``volume[x, y, n - 1] == tif_n[y, x]``, i.e.
@@ -43,8 +43,13 @@ from glioseg.errors import GliosegError
 log = logging.getLogger(__name__)
 
 #: The tifs carry no voxel spacing: volumes are written with unit spacing, so
-#: distances downstream (e.g. HD95) are in pixels/slices, not millimetres.
-AFFINE = np.eye(4)
+#: distances downstream (e.g. HD95) are in pixels/slices, not millimetres. Their
+#: orientation is the radiological display they were exported in (anterior up,
+#: the patient's right on the left, slice numbers rising to the top of the head),
+#: so x = column runs to the patient's left and y = row to the back: LPS voxel
+#: order, as BraTS stores it, and viewers and glioseg's figures show the slices
+#: as the tifs look.
+AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 CHANNELS = len(LGG_MODALITIES)
 METADATA = "data.csv"
@@ -192,9 +197,9 @@ def stack_lgg(raw_root: str | Path, out_root: str | Path) -> None:
     (uint8: mask 255 → 1, 0 → 0), and copies ``data.csv`` to ``out_root/data.csv``
     (a warning, not an error, when the release's is missing: it is metadata).
 
-    The affine is the identity: the tifs carry no spacing or orientation, so
-    voxels are 1 × 1 × 1 "mm" by convention only and HD95 downstream is in
-    pixels. Case folders are found at any depth (``__MACOSX`` and hidden folders
+    The affine is :data:`AFFINE`: the tifs carry no spacing, so voxels are
+    1 × 1 × 1 "mm" by convention only and HD95 downstream is in pixels; the
+    orientation is the one the tifs are displayed in. Case folders are found at any depth (``__MACOSX`` and hidden folders
     skipped); identical duplicate copies are read once. The whole ``out_root``
     is written atomically: on any error (an unpaired slice or mask, a gap in
     the numbering, a wrong shape or channel count, a mask value other than

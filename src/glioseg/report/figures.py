@@ -154,7 +154,27 @@ def tumour_slice(label: np.ndarray) -> int:
 
 def axial_view(volume: np.ndarray, k: int) -> np.ndarray:
     """Axial slice ``k`` of an RAS volume as displayed: anterior up, patient's right on the left."""
-    return np.rot90(volume[:, :, k])[:, ::-1]
+    return radiological(volume[:, :, k])
+
+
+def radiological(plane: np.ndarray) -> np.ndarray:
+    """An axial plane in RA order (x to the right, y to the front) as displayed: anterior up, patient's right on the left."""
+    return np.rot90(plane)[:, ::-1]
+
+
+def axial_slice(image: nib.Nifti1Image, k: int) -> np.ndarray:
+    """Slice ``k`` along the file's last axis (the one 2D models and slice scores count) as displayed.
+
+    Its two in-plane axes are put in RA order by the affine first, so BraTS
+    (stored LPS), LGG stacks and RAS files all show anterior up. A last axis
+    that is not inferior–superior (a sagittal or coronal stack) is shown as
+    stored.
+    """
+    plane = np.asarray(image.dataobj[..., k])
+    orientation = nib.io_orientation(image.affine)
+    if orientation[2, 0] == 2:
+        plane = nib.orientations.apply_orientation(plane, orientation[:2])
+    return radiological(plane)
 
 
 def finish_figure(fig: Figure, out: str | Path | None) -> Figure:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from glioseg.nifti import load_image
-from glioseg.report.figures import finish_figure
+from glioseg.report.figures import axial_slice, finish_figure
 from glioseg.report.summary import read_checked_csv
 from glioseg.tables import SLICE_SCORE_COLUMNS
 
@@ -93,13 +93,13 @@ def plot_gallery(slice_csvs: list[str | Path], manifest: pd.DataFrame, predictio
 
 def _draw_slice(ax, pick: pd.Series, entry: pd.Series, modality: str, predictions: Path) -> None:
     z = int(pick["slice"])
-    image = np.asarray(load_image(entry[modality]).dataobj[..., z], dtype=np.float32)
-    truth = np.asarray(load_image(entry["label"]).dataobj[..., z]) > 0
-    prediction = np.asarray(load_image(predictions / f"{pick['case']}.nii.gz").dataobj[..., z]) > 0
+    image = axial_slice(load_image(entry[modality]), z).astype(np.float32)
+    truth = axial_slice(load_image(entry["label"]), z) > 0
+    prediction = axial_slice(load_image(predictions / f"{pick['case']}.nii.gz"), z) > 0
     nonzero = image[image != 0]
     low, high = np.percentile(nonzero, [1, 99]) if nonzero.size else (0.0, 1.0)
-    ax.imshow(np.rot90(image), cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
+    ax.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
     for mask, colour in ((truth, "lime"), (prediction, "red")):
         if mask.any():
-            ax.contour(np.rot90(mask).astype(float), levels=[0.5], colors=colour, linewidths=1.0)
+            ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
     ax.set_title(f"{pick['case']}\nslice {z} · Dice {pick['dice']:.2f}", fontsize="x-small")
