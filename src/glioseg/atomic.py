@@ -75,7 +75,7 @@ def write_json(path: str | Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
-def write_csv(path: str | Path, frame: "Any") -> None:
+def write_csv(path: str | Path, frame: Any) -> None:
     """Write a pandas DataFrame as CSV (no index) atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)

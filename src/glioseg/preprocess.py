@@ -43,7 +43,7 @@ class CropBox:
         return {"start": list(self.start), "stop": list(self.stop)}
 
     @classmethod
-    def from_json(cls, payload: dict) -> "CropBox":
+    def from_json(cls, payload: dict) -> CropBox:
         return cls(tuple(payload["start"]), tuple(payload["stop"]))
 
 

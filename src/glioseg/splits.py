@@ -40,7 +40,7 @@ def assign_folds(manifest: pd.DataFrame, n_folds: int, test_fraction: float, see
     for group in sorted(groups.unique()):
         patients = np.array(sorted(groups.index[groups == group]))
         rng.shuffle(patients)
-        n_test = int(round(test_fraction * len(patients)))
+        n_test = round(test_fraction * len(patients))
         for patient in patients[:n_test]:
             assignment[patient] = TEST_FOLD
         for patient in patients[n_test:]:

@@ -225,7 +225,7 @@ class _Brain:
 
 def _cells(shape: tuple[int, ...], spacing: np.ndarray, cell_mm: float) -> tuple[int, ...]:
     """Coarse-grid size for a random field whose features are about ``cell_mm`` across."""
-    return tuple(max(2, int(round(n * s / cell_mm))) for n, s in zip(shape, spacing))
+    return tuple(max(2, round(n * s / cell_mm)) for n, s in zip(shape, spacing))
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: tuple[int, ...]) -> np.ndarray:

@@ -87,7 +87,7 @@ class ResNetUNet(FlexibleUNet):
         self.encoder_frozen = frozen
         self.encoder.train(self.training and not frozen)
 
-    def train(self, mode: bool = True) -> "ResNetUNet":
+    def train(self, mode: bool = True) -> ResNetUNet:
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()

@@ -54,8 +54,8 @@ class World:
 
 def world_from_environment() -> World:
     """The world torchrun describes, or a world of one."""
-    return World(rank=int(os.environ.get("RANK", 0)), size=int(os.environ.get("WORLD_SIZE", 1)),
-                 local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    return World(rank=int(os.environ.get("RANK", "0")), size=int(os.environ.get("WORLD_SIZE", "1")),
+                 local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
 @contextlib.contextmanager

@@ -124,7 +124,7 @@ class StopRequest:
         log.warning("received %s: saving state after this step, then stopping", signal.Signals(signum).name)
 
     @contextlib.contextmanager
-    def listening(self) -> Iterator["StopRequest"]:
+    def listening(self) -> Iterator[StopRequest]:
         previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         try:
             yield self
