@@ -5,11 +5,12 @@ is initialised from the seed, each epoch's batches from (seed, epoch), and the
 full state is saved after every epoch, so a job killed at any point and run
 again ends with exactly the weights of an uninterrupted run.
 
-On a cluster a training outlives the partition's time limit. SLURM can warn a
-job with a signal before the limit (``--signal=USR1@<seconds>``); SIGUSR1 or
-SIGTERM makes the loop save its state after the current step, mid-epoch if
-need be, and stop with :class:`TrainingInterrupted`, so that the retried job
-resumes exactly where this one stopped.
+On a cluster a training outlives the partition's time limit. The train rule
+sends glioseg SIGTERM shortly before the job's limit (docs/cluster.md); SIGTERM
+or SIGUSR1 makes the loop save its state after the current step, mid-epoch if
+need be (or right after the epoch's save, when it lands in a validation pass),
+and stop with :class:`TrainingInterrupted`, so that the retried job resumes
+exactly where this one stopped.
 """
 
 from __future__ import annotations
