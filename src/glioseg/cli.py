@@ -129,16 +129,19 @@ def _cache_properties(cache: Path) -> tuple[list[str], int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from glioseg.training.loop import FoldPaths, TrainingInterrupted, train_fold
+    from glioseg.training.loop import FoldPaths, StopRequest, TrainingInterrupted, train_fold
 
+    stop = StopRequest().install()
     regions, in_channels = _cache_properties(args.cache)
     train, val = _fold_split(args.splits, args.fold, args.exclude)
     paths = FoldPaths(cache=args.cache, model=args.out_model, history=args.out_history, state=args.state, init=args.init)
     try:
-        train_fold(args.settings, paths, train, val, regions, in_channels)
+        train_fold(args.settings, paths, train, val, regions, in_channels, stop=stop)
     except TrainingInterrupted as stopped:
         log.warning("%s in %s; run the job again to resume", stopped, paths.state)
         return EXIT_RESUMABLE
+    if stop.signal is not None:
+        log.info("the stop signal came after the last epoch: the training is complete")
     return 0
 
 

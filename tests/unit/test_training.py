@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,41 +135,73 @@ def _signal_in_first_validation(monkeypatch, send) -> None:
     monkeypatch.setattr(loop, "validate", signalling_validate)
 
 
+def train_arguments(cache, root) -> list[str]:
+    """The train command's arguments for a 3-epoch run validated every epoch, writing under ``root``."""
+    splits = root / "folds.json"
+    splits.parent.mkdir(parents=True, exist_ok=True)
+    splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
+    spec = settings(epochs=3, validate_every=1)
+    return ["train", "--cache", str(cache), "--splits", str(splits), "--fold", "0", "--settings", json.dumps(spec),
+            "--out-model", str(root / "model.pt"), "--out-history", str(root / "history.csv"), "--state", str(root / "state")]
+
+
+@pytest.fixture
+def stop_handlers():
+    """The CLI's train command listens for stop signals until its process exits: give pytest its handlers back."""
+    saved = {s: signal.getsignal(s) for s in loop.STOP_SIGNALS}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 @pytest.mark.parametrize(("when", "saved_epoch", "saved_steps"), [
     (_signal_in_second_epochs_first_step, 1, 1),  # stops after that step, mid-epoch
     (_signal_in_first_validation, 1, 0),  # stops after epoch 1's save, before epoch 2
 ])
-def test_a_stop_signal_saves_exits_75_and_the_rerun_matches(cache, tmp_path, monkeypatch, when, saved_epoch, saved_steps):
-    """SLURM's warning signal arrives during a step or a validation; the CLI saves, exits 75, and the re-run resumes exactly."""
-    import json
-    import os
-    import signal
-
+def test_a_stop_signal_saves_exits_75_and_the_rerun_matches(cache, tmp_path, monkeypatch, stop_handlers, when, saved_epoch,
+                                                            saved_steps):
+    """The walltime signal arrives during a step or a validation; the CLI saves, exits 75, and the re-run resumes exactly."""
     from glioseg.cli import EXIT_RESUMABLE, main
 
-    splits = tmp_path / "folds.json"
-    splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
-    spec = settings(epochs=3, validate_every=1)
-
-    def train(root) -> int:
-        return main(["train", "--cache", str(cache), "--splits", str(splits), "--fold", "0", "--settings", json.dumps(spec),
-                     "--out-model", str(root / "model.pt"), "--out-history", str(root / "history.csv"),
-                     "--state", str(root / "state")])
-
-    assert train(tmp_path / "straight") == 0
+    assert main(train_arguments(cache, tmp_path / "straight")) == 0
 
     with monkeypatch.context() as patch:
         when(patch, lambda: os.kill(os.getpid(), signal.SIGUSR1))
-        assert train(tmp_path / "resumed") == EXIT_RESUMABLE
+        assert main(train_arguments(cache, tmp_path / "resumed")) == EXIT_RESUMABLE
     state = checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")
     assert state["epoch"] == saved_epoch and len(state["epoch_losses"]) == saved_steps
-    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers restored after the run
-    assert train(tmp_path / "resumed") == 0
+    assert main(train_arguments(cache, tmp_path / "resumed")) == 0
 
     a, b = checkpoint.load(tmp_path / "straight" / "model.pt"), checkpoint.load(tmp_path / "resumed" / "model.pt")
     assert same_weights(a["state_dict"], b["state_dict"]) and a["epoch"] == b["epoch"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns="seconds"),
                                   pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns="seconds"))
+
+
+def test_a_stop_signal_after_the_last_epoch_leaves_the_finished_training_alone(cache, tmp_path):
+    """The walltime timer can fire while a finished training's process exits; that must not fail the job.
+
+    In a subprocess, since a signal with no handler left would end the test process itself.
+    """
+    script = (
+        "import os, signal, sys\n"
+        "from glioseg.cli import main\n"
+        "from glioseg.training import loop\n"
+        "train_fold = loop.train_fold\n"
+        "def train_then_signal(*args, **kwargs):\n"
+        "    history = train_fold(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return history\n"
+        "loop.train_fold = train_then_signal\n"
+        "sys.exit(main(['--log-file', sys.argv[1], *sys.argv[2:]]))\n"
+    )
+    log = tmp_path / "train.log"
+    done = subprocess.run([sys.executable, "-c", script, str(log), *train_arguments(cache, tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the stop signal came after the last epoch" in log.read_text()
+    assert checkpoint.load_model(tmp_path / "model.pt", CPU)[1]["epoch"] >= 1
+    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1, 2, 3]
 
 
 @pytest.mark.parametrize("model", [{"name": "segresnet_vae", "params": {"init_filters": 8}},

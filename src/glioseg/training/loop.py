@@ -124,11 +124,19 @@ class StopRequest:
         self.signal = signum
         log.warning("received %s: saving state after this step, then stopping", signal.Signals(signum).name)
 
+    def install(self) -> StopRequest:
+        """Listen for the rest of the process: a command-line training that has finished and is exiting
+        must not be killed by a walltime signal that arrives just then (the job would fail and rerun)."""
+        for s in STOP_SIGNALS:
+            signal.signal(s, self._handle)
+        return self
+
     @contextlib.contextmanager
     def listening(self) -> Iterator[StopRequest]:
-        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        """Listen within the block only, then restore the previous handlers (for trainings run in-process)."""
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         try:
-            yield self
+            yield self.install()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -242,16 +250,19 @@ def _epoch_items(train_items: list[dict], areas: Mapping[str, np.ndarray] | None
 
 
 def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
-               in_channels: int, device: torch.device | None = None) -> pd.DataFrame:
+               in_channels: int, device: torch.device | None = None, stop: StopRequest | None = None) -> pd.DataFrame:
     """Train (or resume) one fold, then write the best model and the per-epoch history.
 
     Under torchrun each process trains on its share of the cases (torch DDP);
     rank 0 validates and writes. Raises :class:`TrainingInterrupted` after
-    saving the state when a stop signal arrives.
+    saving the state when a stop signal arrives: one that ``stop`` (installed
+    by the caller) records, or, without it, one caught during this call.
     """
     world = world_from_environment()
     device = device or world.device()
-    with StopRequest().listening() as stop, process_group(world, device):
+    with contextlib.ExitStack() as scope:
+        stop = stop or scope.enter_context(StopRequest().listening())
+        scope.enter_context(process_group(world, device))
         return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device, stop, world)
 
 
