@@ -44,6 +44,12 @@ class TrainingHooks(Protocol):
         ...
 
 
+def levels(params: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """A MONAI U-Net's ``channels`` (default 16..256) and ``strides`` (default 2 between every pair of levels)."""
+    channels = tuple(params.get("channels", (16, 32, 64, 128, 256)))
+    return {"channels": channels, "strides": tuple(params.get("strides", (2,) * (len(channels) - 1)))}
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The network inside ``DataParallel``/``DistributedDataParallel`` or ``torch.compile`` wrappers."""
     while True:

@@ -17,6 +17,8 @@ from monai.networks.nets import AttentionUnet, BasicUNet
 from monai.networks.nets.basic_unet import TwoConv
 from torch import nn
 
+from glioseg.models.base import levels
+
 NORMS: dict[str, str | tuple[str, dict[str, Any]]] = {"batch": "batch", "instance": ("instance", {"affine": True})}
 """Config name → MONAI norm; instance norm keeps ``BasicUNet``'s own affine default."""
 
@@ -54,13 +56,11 @@ def build_basic_unet(params: Mapping[str, Any], in_channels: int, out_channels: 
 
 def build_attention_unet(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
                          patch_size: Sequence[int] | None = None) -> nn.Module:
-    """MONAI's ``AttentionUnet`` (Oktay et al. 2018); strides default to 2 between every pair of levels."""
-    channels = tuple(params.get("channels", (16, 32, 64, 128, 256)))
+    """MONAI's ``AttentionUnet`` (Oktay et al. 2018), at their widths 16..256 by default."""
     return AttentionUnet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
-        channels=channels,
-        strides=tuple(params.get("strides", (2,) * (len(channels) - 1))),
+        **levels(params),
         dropout=params.get("dropout", 0.0),
     )
