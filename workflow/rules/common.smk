@@ -173,15 +173,19 @@ def subset_of(wildcards):
     return "val" if evaluation is None else evaluation["subset"]
 
 
-def dataset_files(wildcards):
-    """What inferring or scoring an evaluation reads of its dataset."""
+def dataset_tables(wildcards):
+    """What inferring or scoring an evaluation reads of its dataset's manifest and split."""
     dataset = evaluated_dataset(wildcards)
     return {
-        "cache": f"{R}/preprocessed/{dataset}",
         "csv": f"{R}/manifests/{dataset}.csv",
         "info": f"{R}/manifests/{dataset}.json",
         "splits": f"{R}/splits/{dataset}/folds.json",
     }
+
+
+def evaluated_cache(wildcards):
+    """The preprocessed cache an evaluation's inference reads (scoring reads the original labels instead)."""
+    return f"{R}/preprocessed/{evaluated_dataset(wildcards)}"
 
 
 def overlap_tables(wildcards):

@@ -33,7 +33,8 @@ rule overlap:
 
 rule infer:
     input:
-        unpack(dataset_files),
+        unpack(dataset_tables),
+        cache=evaluated_cache,
         model=f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
         overlap=overlap_tables,
     output:
@@ -60,7 +61,7 @@ rule infer:
 
 rule score:
     input:
-        unpack(dataset_files),
+        unpack(dataset_tables),
         predictions=f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}",
         overlap=overlap_tables,
     output:
@@ -80,7 +81,8 @@ rule score:
 
 rule infer_ensemble:
     input:
-        unpack(dataset_files),
+        unpack(dataset_tables),
+        cache=evaluated_cache,
         models=lambda w: fold_models(w.experiment),
         overlap=overlap_tables,
     output:
@@ -107,7 +109,7 @@ rule infer_ensemble:
 
 rule score_ensemble:
     input:
-        unpack(dataset_files),
+        unpack(dataset_tables),
         predictions=f"{R}/predictions/{{experiment}}/ensemble/{{evaluation}}",
         overlap=overlap_tables,
     output:
@@ -127,7 +129,7 @@ rule score_ensemble:
 
 rule score_slices:
     input:
-        unpack(dataset_files),
+        unpack(dataset_tables),
         predictions=f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}",
         overlap=overlap_tables,
     output:
