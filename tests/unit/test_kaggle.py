@@ -9,6 +9,9 @@ The stand-in speaks what kaggle 2.2.4 does for a dataset download (logged from t
 client): ``POST /api/v1/datasets.DatasetApiService/DownloadDataset`` with a JSON body
 and HTTP Basic auth, answered by a redirect to the file, which is fetched with GET
 (with ``Range`` / ``If-Range`` when the client resumes).
+
+A stand-in that stalls holds its answer until the test ends, or for ``STALL_LIMIT`` seconds
+at most, then hangs up: a client without timeouts then fails the test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from glioseg.acquire.kaggle import check_credentials, download_dataset
+from glioseg.acquire.kaggle import DownloadLimits, check_credentials, download_dataset
 from glioseg.errors import GliosegError
 
 SLUG = "someone/brain-scans"
@@ -45,6 +48,8 @@ API_PATH = "/api/v1/datasets.DatasetApiService/DownloadDataset"
 FILE_PATH = "/files/brain-scans.zip"
 ETAG = '"fixture-v1"'
 ONE_CHUNK = 1 << 20  # the client writes in 1 MiB chunks; a resumable partial needs at least one
+STALL_LIMIT = 30  # seconds a stalling stand-in waits before it hangs up
+IMPATIENT = DownloadLimits(connect=0.5, read=0.3, attempts=2)
 
 
 def _fixture_zip() -> bytes:
@@ -73,8 +78,9 @@ class _Server(http.server.ThreadingHTTPServer):
 class StandIn:
     """What the stand-in serves, and the requests it saw (method, path, headers, body)."""
 
-    mode: str = "ok"  # ok | truncate | notzip | 401 | 403 | 404
+    mode: str = "ok"  # ok | truncate | notzip | 401 | 403 | 404 | silent (API call) | stall (mid-file)
     requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)  # ends every stall
 
 
 def _handler(state: StandIn) -> type[http.server.BaseHTTPRequestHandler]:
@@ -88,7 +94,9 @@ def _handler(state: StandIn) -> type[http.server.BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             state.requests.append(("POST", self.path, dict(self.headers), body))
-            if self.path != API_PATH:
+            if state.mode == "silent":  # connection accepted, request read, never an answer
+                self._stall()
+            elif self.path != API_PATH:
                 self._send(400, b"unexpected path", "text/plain")
             elif state.mode in ("401", "403"):  # Kaggle's JSON error body: the client raises from "code"
                 error = json.dumps({"code": int(state.mode), "message": "no"}).encode()
@@ -117,6 +125,10 @@ def _handler(state: StandIn) -> type[http.server.BaseHTTPRequestHandler]:
             if state.mode == "truncate":  # announce all, send 80 %, hang up
                 self.wfile.write(body[: len(body) * 4 // 5])
                 self.close_connection = True
+            elif state.mode == "stall":  # announce all, send the file's first MiB, then nothing more
+                self.wfile.write(body[: max(ONE_CHUNK - start, 0)])
+                self.wfile.flush()
+                self._stall()
             else:
                 self.wfile.write(body)
 
@@ -125,6 +137,10 @@ def _handler(state: StandIn) -> type[http.server.BaseHTTPRequestHandler]:
             if not wanted.startswith("bytes=") or self.headers.get("If-Range", ETAG) != ETAG:
                 return 0
             return int(wanted[len("bytes=") :].split("-")[0])
+
+        def _stall(self) -> None:
+            state.release.wait(STALL_LIMIT)
+            self.close_connection = True
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -144,7 +160,8 @@ def kaggle_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / "kaggle-config"))
     monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "XDG_CONFIG_HOME", "VERBOSE", "VERBOSE_OUTPUT"):
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "XDG_CONFIG_HOME", "VERBOSE", "VERBOSE_OUTPUT",
+                 "GLIOSEG_KAGGLE_TIMEOUT", "GLIOSEG_KAGGLE_ATTEMPTS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     return home
@@ -158,7 +175,7 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Skip the client's retry backoff (2 + 4 + ... + 32 s); the retries themselves still happen."""
+    """Skip the backoff between attempts (``time.sleep`` everywhere); the retries themselves still happen."""
     client_module = importlib.import_module("kaggle.api.kaggle_api_extended")  # `kaggle.api` is an instance, not this
     monkeypatch.setattr(client_module.time, "sleep", lambda _seconds: None)
 
@@ -180,6 +197,7 @@ def server(credentials: None) -> Iterator[StandIn]:
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
+    state.release.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join()
@@ -192,6 +210,21 @@ def port_80_closed() -> None:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 80)) != errno.ECONNREFUSED:
             pytest.skip("something listens on 127.0.0.1:80; cannot test a refused connection")
+
+
+@pytest.fixture
+def port_80_unanswered(credentials: None) -> Iterator[None]:
+    """127.0.0.1:80 listening with a full accept queue: the kernel drops new SYNs, so a connect never completes."""
+    _require_client()
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the stand-in: an earlier test's TIME_WAIT
+        try:
+            listener.bind(("127.0.0.1", 80))
+        except OSError as exc:
+            pytest.skip(f"cannot bind 127.0.0.1:80: {exc}")
+        listener.listen(0)
+        filler.connect(("127.0.0.1", 80))  # takes the queue's only place
+        yield
 
 
 def _write_files(home: Path, files: dict[str, str]) -> None:
@@ -284,6 +317,70 @@ def test_truncated_body_is_kept_for_resume(server: StandIn, no_backoff: None, tm
     download_dataset(SLUG, out_zip, sha256=FIXTURE_SHA256)
     assert out_zip.read_bytes() == FIXTURE
     assert server.requests[-1][2].get("Range") == f"bytes={ONE_CHUNK}-"  # resumed, not restarted
+
+
+def test_a_server_that_never_answers_ends_in_a_clear_error(
+    server: StandIn, no_backoff: None, tmp_path: Path, capsys, caplog
+) -> None:
+    server.mode = "silent"
+    message = _error(tmp_path / "brats.zip", capsys, caplog, limits=IMPATIENT)
+    assert "no answer from Kaggle within 0.3 s" in message and "after 2 attempts" in message and SLUG in message
+    assert "GLIOSEG_KAGGLE_TIMEOUT" in message and "GLIOSEG_KAGGLE_ATTEMPTS" in message
+    assert [(method, path) for method, path, *_ in server.requests] == [("POST", API_PATH)] * 2
+    assert not (tmp_path / ".brats.zip.download").exists()
+
+
+def test_a_download_that_stalls_is_kept_incomplete_and_resumed(
+    server: StandIn, no_backoff: None, tmp_path: Path, capsys, caplog
+) -> None:
+    out_zip = tmp_path / "brats.zip"
+    server.mode = "stall"
+    message = _error(out_zip, capsys, caplog, limits=IMPATIENT)
+    assert "no answer from Kaggle within 0.3 s" in message and "after 2 attempts" in message and SLUG in message
+    file_requests = [headers for method, _, headers, _ in server.requests if method == "GET"]
+    assert file_requests[-1].get("Range") == f"bytes={ONE_CHUNK}-"  # the second attempt resumed
+    partial = tmp_path / ".brats.zip.download" / "brain-scans.zip"
+    assert partial.stat().st_size == ONE_CHUNK  # incomplete, and marked as such for the client's resume
+    assert partial.with_name("brain-scans.zip.kaggle-partial").is_file()
+
+    server.mode = "ok"
+    server.requests.clear()
+    download_dataset(SLUG, out_zip, sha256=FIXTURE_SHA256, limits=IMPATIENT)
+    assert out_zip.read_bytes() == FIXTURE
+    assert server.requests[-1][2].get("Range") == f"bytes={ONE_CHUNK}-"
+
+
+def test_no_connection_within_the_connect_timeout(
+    port_80_unanswered: None, no_backoff: None, tmp_path: Path, capsys, caplog
+) -> None:
+    message = _error(tmp_path / "brats.zip", capsys, caplog, limits=IMPATIENT)
+    assert "no connection to Kaggle within 0.5 s" in message and "after 2 attempts" in message and SLUG in message
+
+
+def test_timeouts_and_attempts_come_from_the_environment(
+    server: StandIn, tmp_path: Path, monkeypatch, capsys, caplog
+) -> None:
+    monkeypatch.setenv("GLIOSEG_KAGGLE_TIMEOUT", "2,0.2")
+    monkeypatch.setenv("GLIOSEG_KAGGLE_ATTEMPTS", "1")
+    server.mode = "silent"
+    message = _error(tmp_path / "brats.zip", capsys, caplog)
+    assert "no answer from Kaggle within 0.2 s" in message and "after 1 attempt)" in message
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("GLIOSEG_KAGGLE_TIMEOUT", "soon"), ("GLIOSEG_KAGGLE_TIMEOUT", "0"), ("GLIOSEG_KAGGLE_TIMEOUT", "1,2,3"),
+     ("GLIOSEG_KAGGLE_ATTEMPTS", "0"), ("GLIOSEG_KAGGLE_ATTEMPTS", "2.5")],
+)
+def test_a_bad_limit_in_the_environment_is_named(
+    server: StandIn, tmp_path: Path, monkeypatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(GliosegError, match=name) as info:
+        download_dataset(SLUG, tmp_path / "brats.zip")
+    assert repr(value) in str(info.value)
+    assert server.requests == []
 
 
 def test_missing_credentials_fail_before_any_request(server: StandIn, monkeypatch, tmp_path, capsys, caplog) -> None:

@@ -15,9 +15,15 @@ Why the care:
 * The client downloads into ``<work>/<name>.zip`` with a ``.kaggle-partial``
   marker and resumes from them on the next run (HTTP Range), so ``<work>`` is a
   fixed hidden folder next to ``out_zip`` that survives a failed run.
-* The client retries a broken transfer 5 times with backoff (about a minute)
-  before giving up; the error raised after that is translated here. Its first
-  request has no timeout, so a server that accepts and never answers hangs.
+* The client sets no timeout on its requests, so a server that accepts the
+  connection and never answers would hang the run. For the download's duration
+  every requests session gets connect and read timeouts (:class:`DownloadLimits`,
+  from ``GLIOSEG_KAGGLE_TIMEOUT`` / ``GLIOSEG_KAGGLE_ATTEMPTS``): the client makes
+  a fresh session per call, authentication included, with no hook to set one.
+  Its own retry loop (5 retries, 300 s each, about a minute of backoff) is
+  turned off; here a timed-out or broken transfer is tried again as a whole, up
+  to ``attempts`` times with backoff, each try resuming the partial file, and
+  what is raised after the last one is translated.
 
 The API host comes from the client: ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` makes
 it call ``http://localhost/api/v1/...`` (port 80), which the tests use.
@@ -26,13 +32,18 @@ it call ``http://localhost/api/v1/...`` (port 80), which the tests use.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import sys
+import time
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +60,30 @@ OFFLINE = (
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERBOSE_FLAGS = ("--verbose", "-v")
 _CLIENT_SIZE_CHECK = "does not match expected size"  # the message of the client's ValueError
+TIMEOUT_VARIABLE = "GLIOSEG_KAGGLE_TIMEOUT"
+ATTEMPTS_VARIABLE = "GLIOSEG_KAGGLE_ATTEMPTS"
+_MAX_BACKOFF = 30  # seconds between two attempts, at most
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """How long to wait for Kaggle, and how often to try, before the download gives up with an error.
+
+    ``read`` bounds a silence (no byte for that long), not a whole transfer: a slow
+    but steady multi-GB download is never cut off.
+    """
+
+    connect: float = 30.0
+    read: float = 120.0
+    attempts: int = 3
+
+    @classmethod
+    def from_environment(cls) -> DownloadLimits:
+        """The defaults, changed by ``GLIOSEG_KAGGLE_TIMEOUT`` (``READ`` or ``CONNECT,READ`` seconds) and
+        ``GLIOSEG_KAGGLE_ATTEMPTS``: the command line and the Snakemake rule have no flag for a slow link."""
+        defaults = cls()
+        connect, read = _timeouts_from_environment(defaults.connect, defaults.read)
+        return cls(connect=connect, read=read, attempts=_attempts_from_environment(defaults.attempts))
 
 
 def check_credentials() -> None:
@@ -60,20 +95,23 @@ def check_credentials() -> None:
     _require_credentials()
 
 
-def download_dataset(slug: str, out_zip: str | Path, *, sha256: str | None = None) -> Path:
+def download_dataset(
+    slug: str, out_zip: str | Path, *, sha256: str | None = None, limits: DownloadLimits | None = None
+) -> Path:
     """Download Kaggle dataset ``slug`` (``OWNER/NAME``) as a zip to ``out_zip``; return ``out_zip``.
 
     ``out_zip`` appears only once the archive is whole: its zip directory is
     readable and, when ``sha256`` is given, its digest matches. A download that
     broke off is kept in a hidden folder next to ``out_zip`` and resumed by the
-    next call.
+    next call. ``limits`` defaults to :meth:`DownloadLimits.from_environment`.
     """
     _check_slug(slug)
+    limits = limits or DownloadLimits.from_environment()
     source = _require_credentials()
     final = Path(out_zip)
     work = final.parent / f".{final.name}.download"
     log.info("downloading Kaggle dataset %s to %s (credentials: %s)", slug, final, source)
-    downloaded = _fetch(slug, work)
+    downloaded = _fetch(slug, work, limits)
     _verify(downloaded, slug, sha256, final, work)
     os.replace(downloaded, final)
     shutil.rmtree(work)
@@ -88,6 +126,45 @@ def _check_slug(slug: str) -> None:
             f"{slug!r} is not a Kaggle dataset slug of the form OWNER/NAME",
             hint=f"Copy OWNER/NAME from the dataset's address, https://www.kaggle.com/datasets/OWNER/NAME. {OFFLINE}",
         )
+
+
+# --- limits ----------------------------------------------------------------------------------------------
+
+
+def _timeouts_from_environment(connect: float, read: float) -> tuple[float, float]:
+    """``GLIOSEG_KAGGLE_TIMEOUT`` as (connect, read) seconds; one number sets only the read timeout."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return connect, read
+    parts = [_seconds(part) for part in text.split(",")]
+    if len(parts) not in (1, 2) or not all(parts):
+        raise GliosegError(
+            f"{TIMEOUT_VARIABLE}={text!r} is not a number of seconds (READ, or CONNECT,READ) greater than 0",
+            hint=f"Set e.g. {TIMEOUT_VARIABLE}=300 (wait up to 300 s for data) or {TIMEOUT_VARIABLE}=60,300, "
+            f"or unset it for the defaults ({connect:g},{read:g}).",
+        )
+    return (connect, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+def _seconds(text: str) -> float | None:
+    """A positive, finite number of seconds, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value < math.inf else None
+
+
+def _attempts_from_environment(default: int) -> int:
+    text = os.environ.get(ATTEMPTS_VARIABLE, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise GliosegError(
+            f"{ATTEMPTS_VARIABLE}={text!r} is not a whole number of attempts of at least 1",
+            hint=f"Set e.g. {ATTEMPTS_VARIABLE}=5, or unset it for the default ({default}).",
+        )
+    return int(text)
 
 
 # --- credentials -----------------------------------------------------------------------------------------
@@ -166,25 +243,26 @@ def _read_json(path: Path) -> dict[str, Any]:
 # --- the client ------------------------------------------------------------------------------------------
 
 
-def _fetch(slug: str, work: Path) -> Path:
+def _fetch(slug: str, work: Path, limits: DownloadLimits) -> Path:
     """Download the dataset zip into ``work`` with the client (no unzip); return the file it wrote."""
-    api = _client(slug)
+    api = _client(slug, limits)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        _authenticate(api, slug)
-        api.dataset_download_files(slug, path=str(work), quiet=False, unzip=False)
+        with _default_timeout((limits.connect, limits.read)):
+            _attempts(api, slug, work, limits)
     except Exception as exc:
         with contextlib.suppress(OSError):
             work.rmdir()  # kept only when it holds a partial download to resume
-        error = _translate(exc, slug, work)
+        error = _translate(exc, slug, work, limits)
         if error is None:
             raise
         raise error from exc
     return work / f"{slug.split('/')[1]}.zip"
 
 
-def _client(slug: str) -> Any:
-    """A KaggleApi whose verbose mode is off (it prints request headers, Authorization included)."""
+def _client(slug: str, limits: DownloadLimits) -> Any:
+    """A KaggleApi whose verbose mode is off (it prints request headers, Authorization included), and
+    whose file transfer has our timeouts and no retry loop of its own (the retries are :func:`_attempts`)."""
     try:
         from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError as exc:
@@ -194,7 +272,66 @@ def _client(slug: str) -> Any:
         ) from exc
     api = KaggleApi()
     api.args = [arg for arg in api.args if arg not in _VERBOSE_FLAGS]
+    api.download_file = functools.partial(api.download_file, max_retries=0, timeout=(limits.connect, limits.read))
     return api
+
+
+@contextlib.contextmanager
+def _default_timeout(timeout: tuple[float, float]) -> Iterator[None]:
+    """Give every requests call without a timeout this (connect, read) one, while the block runs.
+
+    kagglesdk builds a new ``requests.Session`` per client and sends with no
+    timeout; ``Session.send`` is the one place all its requests (and redirects) pass.
+    """
+    import requests
+
+    send = requests.Session.send
+
+    def send_with_timeout(session: requests.Session, request: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = timeout
+        return send(session, request, **kwargs)
+
+    requests.Session.send = send_with_timeout  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        requests.Session.send = send  # type: ignore[method-assign]
+
+
+def _attempts(api: Any, slug: str, work: Path, limits: DownloadLimits) -> None:
+    """Authenticate and download, again after a timeout or a broken transfer: each try resumes the partial file."""
+    for attempt in range(1, limits.attempts + 1):
+        try:
+            _authenticate(api, slug)
+            api.dataset_download_files(slug, path=str(work), quiet=False, unzip=False)
+            return
+        except Exception as exc:
+            if attempt == limits.attempts or not _worth_retrying(exc):
+                raise
+            delay = min(2**attempt, _MAX_BACKOFF)
+            reason = _wait_that_ran_out(exc, limits) if _timed_out(exc) else "the transfer broke off"
+            log.warning("Kaggle dataset %s, attempt %d of %d: %s; trying again in %d s", slug, attempt,
+                        limits.attempts, reason, delay)
+            time.sleep(delay)
+
+
+def _worth_retrying(exc: Exception) -> bool:
+    """A timeout or a transfer cut short; not a refusal, an unknown host or an HTTP error, which a retry repeats."""
+    import requests
+
+    return _timed_out(exc) or isinstance(exc, requests.exceptions.ChunkedEncodingError)
+
+
+def _timed_out(exc: Exception) -> bool:
+    """Whether a request timed out: requests raises a Timeout, or, for a body that stalls, a ConnectionError."""
+    import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    stalled_body = isinstance(exc, requests.ConnectionError) and any(
+        isinstance(arg, ReadTimeoutError) for arg in exc.args
+    )
+    return isinstance(exc, requests.Timeout) or stalled_body
 
 
 def _authenticate(api: Any, slug: str) -> None:
@@ -205,19 +342,22 @@ def _authenticate(api: Any, slug: str) -> None:
         raise _rejected(slug, "the Kaggle client did not accept the credentials it found") from exc
 
 
-def _translate(exc: Exception, slug: str, work: Path) -> GliosegError | None:
+def _translate(exc: Exception, slug: str, work: Path, limits: DownloadLimits) -> GliosegError | None:
     """Turn what the client raises into one GliosegError; None for anything unforeseen (a bug: keep its traceback).
 
     Measured with kaggle 2.2.4: HTTP errors on the API call are ``requests.HTTPError``
-    (with ``response.status_code``); a body shorter than its Content-Length, after the
-    client's retries, is ``requests.exceptions.ChunkedEncodingError``; no server / no
-    network / DNS is ``requests.ConnectionError``. The client's own size check raises
-    a ``ValueError`` (when the transport let a wrong length through).
+    (with ``response.status_code``); a body shorter than its Content-Length is
+    ``requests.exceptions.ChunkedEncodingError``; no server / no network / DNS is
+    ``requests.ConnectionError``, as is a body that stalls past the read timeout. The
+    client's own size check raises a ``ValueError`` (when the transport let a wrong
+    length through).
     """
     import requests
 
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return _http_error(exc.response.status_code, slug)
+    if _timed_out(exc):
+        return _timeout_error(exc, slug, limits)
     if isinstance(exc, requests.exceptions.ChunkedEncodingError) or (
         isinstance(exc, ValueError) and _CLIENT_SIZE_CHECK in str(exc)
     ):
@@ -239,6 +379,29 @@ def _translate(exc: Exception, slug: str, work: Path) -> GliosegError | None:
             hint="Check free disk space and write permission for the output folder.",
         )
     return None
+
+
+def _timeout_error(exc: Exception, slug: str, limits: DownloadLimits) -> GliosegError:
+    """Say which wait ran out, after how many tries, and which knobs allow for a slow link."""
+    return GliosegError(
+        f"{_wait_that_ran_out(exc, limits)} while downloading dataset {slug} "
+        f"(gave up after {_tries(limits.attempts)})",
+        hint="Kaggle or the network is down or very slow: try again later; a partial download is kept and "
+        f"resumed. On a slow link, wait longer or try more often with {TIMEOUT_VARIABLE}=CONNECT,READ seconds "
+        f"(now {limits.connect:g},{limits.read:g}) and {ATTEMPTS_VARIABLE} (now {limits.attempts}). {OFFLINE}",
+    )
+
+
+def _wait_that_ran_out(exc: Exception, limits: DownloadLimits) -> str:
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"no connection to Kaggle within {limits.connect:g} s"
+    return f"no answer from Kaggle within {limits.read:g} s"
+
+
+def _tries(attempts: int) -> str:
+    return f"{attempts} attempt" if attempts == 1 else f"{attempts} attempts"
 
 
 def _http_error(status: int, slug: str) -> GliosegError:
