@@ -7,7 +7,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The default study, only when the command line names none: Snakemake would otherwise merge
+# config.yaml into every `--configfile configs/<study>.yaml`, and a study must stand alone.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

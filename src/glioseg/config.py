@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def _with_defaults(validator_class: type) -> type:
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
+                if isinstance(subschema, dict) and "default" in subschema and name not in instance:
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
@@ -230,6 +231,47 @@ def _check_init_cycles(config: dict[str, Any], source: str) -> None:
                 raise GliosegError(f"experiments initialise each other in a cycle: {' → '.join(chain + [parent])}",
                                    path=source, hint="one of them must start from a checkpoint file or from scratch.")
             chain.append(parent)
+
+
+def check_networks(config: Mapping[str, Any], source: str = "config") -> None:
+    """Build every experiment's network once, without memory, with its training patch.
+
+    What the schema cannot see (a patch the network's strides cannot divide,
+    ``init_filters`` that GroupNorm cannot split) is otherwise found by the
+    first training step, hours after the DAG started. Built on PyTorch's meta
+    device where the builder allows, so a network costs no memory; the import of
+    torch and MONAI is the price, which is why this is separate from
+    :func:`validate_config` and the Snakefile runs it in its main process only.
+    """
+    from glioseg.models import build_model
+
+    checked: set[str] = set()
+    for name, experiment in config["experiments"].items():
+        key = json.dumps([experiment["model"], experiment["patch_size"]], sort_keys=True)
+        if key in checked:
+            continue
+        patch = experiment["patch_size"]
+        try:
+            _build_lightly(build_model, experiment["model"], patch)
+        except (ValueError, TypeError) as exc:
+            raise GliosegError(
+                f"experiment '{name}' cannot build its network ({experiment['model']['name']}) for patch_size {patch}: {exc}",
+                path=source,
+                hint=f"change experiments → {name} → patch_size or → model → params "
+                     "(each model's params are listed in workflow/schemas/config.schema.yaml).",
+            ) from None
+        checked.add(key)
+
+
+def _build_lightly(build_model: Callable[..., Any], model: Mapping[str, Any], patch: list[int]) -> None:
+    """Build on the meta device, or on the CPU for a builder that reads a tensor's value (Swin's drop-path rates)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            build_model(model, 4, 3, spatial_dims=len(patch), patch_size=patch)
+    except RuntimeError:
+        build_model(model, 4, 3, spatial_dims=len(patch), patch_size=patch)
 
 
 def validation_folds(split: Mapping[str, Any]) -> int:

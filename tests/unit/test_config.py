@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from glioseg.config import (
+    check_networks,
     experiment_folds,
     inference_settings,
     init_source,
@@ -76,6 +77,36 @@ def test_bad_config_fails_with_one_clear_message(change, message):
         validate_config(config, SCHEMA, source="my.yaml")
     assert error.value.message.startswith("my.yaml: ")
     assert "What to do:" in error.value.message
+
+
+def test_every_shipped_experiment_builds_its_network_for_its_patch():
+    for path in [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]:
+        check_networks(validate_config(yaml.safe_load(path.read_text()), SCHEMA, source=str(path)), str(path))
+
+
+@pytest.mark.parametrize(
+    "model, patch, message",
+    [
+        ({"name": "unet", "params": {"channels": [8, 16, 32], "strides": [2, 2]}}, [33, 33, 33],
+         r"unet's downsamplings need every side of the patch to be a multiple of 4; the patch \[33, 33, 33\] is not "
+         r"\(try \[36, 36, 36\]\)"),
+        ({"name": "unet", "params": {"channels": [8, 16, 32], "strides": [2, 3]}}, [36, 36, 20],
+         r"multiple of 6; the patch \[36, 36, 20\] is not \(try \[36, 36, 24\]\)"),
+        ({"name": "attention_unet", "params": {"channels": [8, 16], "strides": [2]}}, [63, 64], r"multiple of 2"),
+        ({"name": "segresnet", "params": {"init_filters": 8}}, [60, 64, 64], r"segresnet's downsamplings .* multiple of 8"),
+        ({"name": "resnet_unet", "params": {"depth": 10}}, [100, 100, 96], r"multiples of 32"),
+        ({"name": "unet3plus"}, [200, 200], r"multiple of 16"),
+        ({"name": "resunetpp"}, [100, 100], r"multiple of 8"),
+        ({"name": "swin_unetr"}, [96, 96, 100], r"multiples of 32"),
+    ],
+)
+def test_a_network_that_cannot_take_the_patch_fails_before_any_job(model, patch, message):
+    config = minimal()
+    config["experiments"]["e"].update(model=model, patch_size=patch)
+    with pytest.raises(GliosegError, match=message) as error:
+        check_networks(validate_config(config, SCHEMA), "my.yaml")
+    assert error.value.message.startswith(f"my.yaml: experiment 'e' cannot build its network ({model['name']}) for patch_size")
+    assert "change experiments → e → patch_size or → model → params" in error.value.message
 
 
 def test_schema_names_exactly_the_registered_models_and_losses():

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import CONFIGS, ROOT, planned_jobs, snakemake
+from .conftest import CONFIGS, ROOT, Result, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
 
 
 def test_default_config_plans_the_whole_study(workdir):
@@ -17,6 +23,18 @@ def test_default_config_plans_the_whole_study(workdir):
         "train": 5, "infer": 5, "score": 5,
         "summarize": 1, "plot_curves": 1, "plot_boxplots": 1, "plot_montage": 1, "all": 1,
     }
+
+
+def test_a_study_config_stands_alone_when_run_from_the_checkout_root():
+    """The README's own command, from the repository root where config.yaml lies: the default study must not join in."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "profiles/local",
+                           "--configfile", "configs/lgg-unet.yaml"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    result = Result(done.returncode, done.stdout, done.stderr)
+    jobs = planned_jobs(result)
+    assert jobs["train"] == 1 and jobs["acquire"] == 1 and jobs["stack_slices"] == 1
+    assert "experiment=unet3d" not in result.output and "dataset=sample" not in result.output
 
 
 def test_job_count_grows_per_fold_and_experiment_never_per_case(workdir):
@@ -49,6 +67,17 @@ def test_bad_config_fails_at_once_with_one_clear_message(workdir):
     assert "experiments → unet_a → model → name: 'unte' is not one of ['unet', " in result.output
     assert "Traceback" not in result.output
     assert not (workdir / "results").exists()
+
+
+def test_a_patch_the_network_cannot_divide_fails_the_dry_run_naming_the_key(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["experiments"]["unet_a"]["patch_size"] = [33, 33, 33]
+    path = workdir / "patch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", configfile=path)
+    assert result.returncode != 0
+    assert "experiment 'unet_a' cannot build its network (unet) for patch_size [33, 33, 33]" in result.output
+    assert "change experiments → unet_a → patch_size" in result.output and "Traceback" not in result.output
 
 
 def test_an_on_disk_folder_is_read_in_place(workdir, tiny_raw):

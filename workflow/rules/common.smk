@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from glioseg.config import (
     TEST_SUFFIX,
+    check_networks,
     experiment_folds,
     inference_settings,
     init_source,
@@ -15,12 +16,11 @@ from glioseg.config import (
 )
 from glioseg.errors import GliosegError
 
+CONFIG_SOURCE = ", ".join(str(path) for path in workflow.configfiles) or "config"
 try:
-    config = validate_config(
-        config,
-        workflow.source_path("../schemas/config.schema.yaml"),
-        source=", ".join(str(path) for path in workflow.configfiles) or "config",
-    )
+    config = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"), source=CONFIG_SOURCE)
+    if workflow.is_main_process:  # job steps re-read this file: the networks were checked when the DAG started
+        check_networks(config, CONFIG_SOURCE)
 except GliosegError as error:
     raise WorkflowError(error.message) from None
 

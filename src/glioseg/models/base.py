@@ -79,6 +79,21 @@ def on_epoch_start(model: nn.Module, epoch: int) -> None:
         hook(epoch)
 
 
+def check_patch_multiple(model: str, patch_size: Sequence[int] | None, multiple: int) -> None:
+    """Refuse a patch whose sides the network's downsamplings cannot divide.
+
+    Such a network builds, then fails at its first skip connection with a raw
+    tensor-size error hours into a job; checked when the network is built
+    (which the config check does at Snakemake's start), it is one clear line.
+    """
+    if patch_size is None:
+        return
+    sides = [int(s) for s in patch_size]
+    if any(side % multiple for side in sides):
+        raise ValueError(f"{model}'s downsamplings need every side of the patch to be a multiple of {multiple}; "
+                         f"the patch {sides} is not (try {[-(-side // multiple) * multiple for side in sides]})")
+
+
 def require_patch_size(model: str, patch_size: Sequence[int] | None, alternative: str) -> Sequence[int]:
     """``patch_size`` or a clear error naming what to pass instead."""
     if patch_size is None:

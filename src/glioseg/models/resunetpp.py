@@ -34,6 +34,8 @@ from monai.networks.blocks import (
 from monai.networks.layers.factories import Pool
 from torch import nn
 
+from glioseg.models.base import check_patch_multiple
+
 FEATURES = (32, 64, 128, 256)
 """The stem's and the encoder stages' widths (the bridge is twice the last)."""
 
@@ -97,5 +99,6 @@ class ResUNetPlusPlus(nn.Module):
 def build_resunetpp(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
                     patch_size: Sequence[int] | None = None) -> nn.Module:
     """ResUNet++ at the reference code's widths unless ``features`` says otherwise."""
-    return ResUNetPlusPlus(spatial_dims, in_channels, out_channels, features=tuple(params.get("features", FEATURES)),
-                           dropout=params.get("dropout", 0.0))
+    features = tuple(params.get("features", FEATURES))
+    check_patch_multiple("resunetpp", patch_size, 2 ** (len(features) - 1))
+    return ResUNetPlusPlus(spatial_dims, in_channels, out_channels, features=features, dropout=params.get("dropout", 0.0))

@@ -17,7 +17,7 @@ import torch
 from monai.networks.nets import SegResNet, SegResNetVAE
 from torch import nn
 
-from glioseg.models.base import LossFn, require_patch_size
+from glioseg.models.base import LossFn, check_patch_multiple, require_patch_size
 
 GROUPS = 8
 """MONAI's default GroupNorm groups: ``init_filters`` must be a multiple of this."""
@@ -45,7 +45,9 @@ def _common(params: Mapping[str, Any], in_channels: int, out_channels: int, spat
 
 def build_segresnet(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
                     patch_size: Sequence[int] | None = None) -> nn.Module:
-    return SegResNet(**_common(params, in_channels, out_channels, spatial_dims))
+    common = _common(params, in_channels, out_channels, spatial_dims)
+    check_patch_multiple("segresnet", patch_size, 2 ** (len(common["blocks_down"]) - 1))
+    return SegResNet(**common)
 
 
 class SegResNetVAEModel(SegResNetVAE):

@@ -9,6 +9,7 @@ instance norm. ``attention_unet`` defaults to Oktay et al. 2018's widths
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from monai.networks.nets import AttentionUnet, BasicUNet
 from monai.networks.nets.basic_unet import TwoConv
 from torch import nn
 
-from glioseg.models.base import levels
+from glioseg.models.base import check_patch_multiple, levels
 
 NORMS: dict[str, str | tuple[str, dict[str, Any]]] = {"batch": "batch", "instance": ("instance", {"affine": True})}
 """Config name → MONAI norm; instance norm keeps ``BasicUNet``'s own affine default."""
@@ -57,10 +58,12 @@ def build_basic_unet(params: Mapping[str, Any], in_channels: int, out_channels: 
 def build_attention_unet(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
                          patch_size: Sequence[int] | None = None) -> nn.Module:
     """MONAI's ``AttentionUnet`` (Oktay et al. 2018), at their widths 16..256 by default."""
+    topology = levels(params)
+    check_patch_multiple("attention_unet", patch_size, math.prod(topology["strides"]))
     return AttentionUnet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
-        **levels(params),
+        **topology,
         dropout=params.get("dropout", 0.0),
     )

@@ -30,6 +30,8 @@ from monai.networks.blocks import Convolution, UpSample
 from monai.networks.layers.factories import Pool
 from torch import nn
 
+from glioseg.models.base import check_patch_multiple
+
 FEATURES = (64, 128, 256, 512, 1024)
 """The paper's encoder widths, the last being the bridge's."""
 
@@ -117,11 +119,13 @@ class UNet3Plus(nn.Module):
 def build_unet3plus(params: Mapping[str, Any], in_channels: int, out_channels: int, spatial_dims: int, *,
                     patch_size: Sequence[int] | None = None) -> nn.Module:
     """U-Net 3+ at the paper's widths unless ``features`` says otherwise, with batch norm as in the paper."""
+    features = tuple(params.get("features", FEATURES))
+    check_patch_multiple("unet3plus", patch_size, 2 ** (len(features) - 1))
     return UNet3Plus(
         spatial_dims,
         in_channels,
         out_channels,
-        features=tuple(params.get("features", FEATURES)),
+        features=features,
         cat_channels=params.get("cat_channels", 64),
         norm=params.get("norm", "batch"),
         dropout=params.get("dropout", 0.0),
