@@ -243,7 +243,7 @@ def test_training_starts_from_init_weights_and_a_changed_init_invalidates_saved_
     with caplog.at_level("INFO"):
         run_from(cache, tmp_path / "child", settings(epochs=1, optimizer={"lr": 1e-9}, init={"checkpoint": "parent/model.pt"}),
                  tmp_path / "parent" / "model.pt")
-    assert "ignoring" in caplog.text and "resuming" not in caplog.text
+    assert "starting afresh: the initial weights changed" in caplog.text and "resuming" not in caplog.text
     assert close_weights(checkpoint.load(tmp_path / "child" / "model.pt")["state_dict"],
                          checkpoint.load(tmp_path / "parent" / "model.pt")["state_dict"], atol=1e-6)
 
@@ -290,3 +290,134 @@ def test_slice_selection_keeps_large_labelled_slices_and_samples_empty_ones():
     empty_kept = np.mean([len(d) - 2 for d in draws]) / 7
     assert 0.3 < empty_kept < 0.7
     assert chosen(10, 0.5, seed=3) == chosen(10, 0.5, seed=3)  # a pure function of the seed
+
+
+def test_changed_data_starts_a_fresh_training_and_says_why(cache, tiny_manifest, tmp_path, caplog):
+    """Same settings, same folds, other preprocessing: the saved state belongs to other data and must not be resumed."""
+    csv, info_json = tiny_manifest
+    other = tmp_path / "cache_margin4"
+    preprocess_dataset(read_manifest(csv), read_dataset_info(info_json), other, margin=4)
+    run(cache, tmp_path / "fold", settings(epochs=2))
+    fresh = run(other, tmp_path / "fresh", settings(epochs=2))
+    with caplog.at_level("INFO"):
+        again = run(other, tmp_path / "fold", settings(epochs=2))
+    assert "starting afresh: the preprocessed data (the cache's digest) changed" in caplog.text
+    assert "resuming" not in caplog.text and list(again["epoch"]) == [1, 2]
+    assert same_weights(checkpoint.load(tmp_path / "fresh" / "model.pt")["state_dict"],
+                        checkpoint.load(tmp_path / "fold" / "model.pt")["state_dict"])
+    pd.testing.assert_frame_equal(fresh[["train_loss"]], again[["train_loss"]])
+
+
+def test_the_run_identity_names_each_input_that_changed():
+    base = settings(epochs=2)
+    model = checkpoint.network_for(base, 4, 3)
+    identity = checkpoint.run_identity(base, TRAIN, VAL, data_digest="d1", init_digest="", model=model)
+    assert identity.changes(identity.to_json()) == []
+    wider = settings(epochs=2, model={"name": "unet", "params": {"channels": [4, 16], "strides": [2], "num_res_units": 0}})
+    other = checkpoint.run_identity(wider, TRAIN[1:], VAL, data_digest="d2", init_digest="",
+                                    model=checkpoint.network_for(wider, 4, 3))
+    assert other.changes(identity.to_json()) == [
+        "the experiment's training settings", "the fold's training or validation cases",
+        "the preprocessed data (the cache's digest)", "the network the code builds (parameter names and shapes)"]
+    same_config_other_code = checkpoint.run_identity(base, TRAIN, VAL, data_digest="d1", init_digest="",
+                                                     model=checkpoint.network_for(wider, 4, 3))
+    assert same_config_other_code.changes(identity.to_json()) == ["the network the code builds (parameter names and shapes)"]
+
+
+def test_history_is_written_after_every_epoch(cache, tmp_path, monkeypatch):
+    real_epoch, calls = loop._train_epoch, {"n": 0}
+
+    def killed_in_third_epoch(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_epoch(*args)
+
+    monkeypatch.setattr(loop, "_train_epoch", killed_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache, tmp_path, settings(epochs=3))
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and history["val_dice_mean"].notna().all()
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_non_finite_loss_stops_the_training_and_keeps_the_last_good_state(cache, tmp_path, monkeypatch):
+    from glioseg.losses import build_loss
+
+    calls = {"n": 0}
+
+    def diverging_loss(loss_spec):
+        loss = build_loss(loss_spec)
+
+        def forward(logits, target):
+            calls["n"] += 1
+            value = loss(logits, target)
+            return value * float("nan") if calls["n"] == 4 else value  # epoch 2's second step
+
+        return forward
+
+    monkeypatch.setattr(loop, "build_loss", diverging_loss)
+    with pytest.raises(loop.TrainingDiverged) as caught:
+        run(cache, tmp_path, settings(epochs=3))
+    message = str(caught.value)
+    assert "the training loss became nan in epoch 2, step 2" in message and str(tmp_path / "state" / "last.pt") in message
+    assert "the state after epoch 1 is kept" in message
+    state = checkpoint.load(tmp_path / "state" / "last.pt")
+    assert state["epoch"] == 1 and state["epoch_losses"] == []
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_second_training_of_the_same_fold_fails_at_once_naming_the_first(cache, tmp_path):
+    from glioseg.errors import GliosegError
+    from glioseg.locks import exclusive_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from glioseg.locks import exclusive_lock\n"
+         "with exclusive_lock(sys.argv[1], 'training e into the state folder', hint='wait'):\n"
+         "    print('locked', flush=True)\n"
+         "    time.sleep(120)\n",
+         str(tmp_path / "state" / "lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(GliosegError) as caught:
+            run(cache, tmp_path, settings(epochs=1))
+        assert f"pid {holder.pid}" in str(caught.value) and "another training of this fold is running" in str(caught.value)
+        assert not (tmp_path / "state" / "last.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_lock(tmp_path / "state" / "lock", "a test", hint="none"):
+        pass  # a killed holder leaves no stale lock
+    assert list(run(cache, tmp_path, settings(epochs=1))["epoch"]) == [1]
+
+
+def test_a_damaged_state_file_is_named_with_what_to_do(cache, tmp_path):
+    from glioseg.errors import GliosegError
+
+    run(cache, tmp_path, settings(epochs=1))
+    last = tmp_path / "state" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(GliosegError) as caught:
+        run(cache, tmp_path, settings(epochs=2))
+    assert str(last) in str(caught.value) and "truncated or corrupt" in str(caught.value)
+    assert "delete it to train this fold from its first epoch" in str(caught.value)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_a_model_file_that_needs_code_is_refused_without_advice_to_load_it_anyway(tmp_path):
+    from glioseg.errors import GliosegError
+
+    path = tmp_path / "model.pt"
+    torch.save({"format": checkpoint.MODEL_FORMAT, "hook": _Payload()}, path)
+    with pytest.raises(GliosegError) as caught:
+        checkpoint.load_model(path, CPU)
+    assert str(path) in str(caught.value) and "refused" in str(caught.value)
+    assert "weights_only=False" not in str(caught.value) and "False" not in str(caught.value)

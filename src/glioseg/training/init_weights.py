@@ -35,14 +35,11 @@ channels with :func:`glioseg.models.adapt_first_conv`.
 from __future__ import annotations
 
 import logging
-import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -62,28 +59,6 @@ _RESNET_MARKERS = ("conv1.weight", "layer1.0.conv1.weight")
 # The self-supervised Swin ViT used timm-style MLP names; MONAI's MLPBlock has linear1/linear2.
 _MLP_RENAMES = ((".mlp.fc1.", ".mlp.linear1."), (".mlp.fc2.", ".mlp.linear2."))
 _SHOW = 5  # keys listed per category in logs and errors
-
-
-_NUMERIC_DTYPES = ("Bool", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
-                   "Float16", "Float32", "Float64", "LongDouble")
-
-
-def _numpy_scalar_globals() -> list[Any]:
-    """NumPy numeric scalars: data, not code, but refused by ``weights_only`` unless allowed.
-
-    research-contributions saves ``best_acc`` as a ``numpy.float64``; a file
-    pickled under NumPy 1 names its constructor ``numpy.core.multiarray.scalar``,
-    under NumPy 2 ``numpy._core.multiarray.scalar`` (and builds its dtype as a
-    ``numpy.dtypes.Float64DType``). Only that constructor, ``numpy.dtype`` and
-    the numeric dtype classes are allowed: they rebuild a number from a dtype
-    and raw bytes; anything else is still refused by torch's restricted unpickler.
-    """
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    allowed: list[Any] = [np.dtype, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
-    dtypes = getattr(np, "dtypes", None)  # NumPy >= 1.25
-    allowed += [getattr(dtypes, f"{name}DType") for name in _NUMERIC_DTYPES if hasattr(dtypes, f"{name}DType")]
-    return allowed
 
 
 @dataclass(frozen=True)
@@ -121,53 +96,9 @@ class LoadReport:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's payload as saved (a dict), read with ``weights_only=True``.
-
-    A file whose unpickling needs anything but tensors and plain containers
-    (a class instance, a function) is refused with a :class:`GliosegError`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise GliosegError("no such checkpoint file", path=path,
-                           hint="check the path of the initial weights in the experiment's config.")
-    try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        needs_code, reason = _unpickling_refusal(str(exc))
-        if not needs_code:
-            raise GliosegError(f"not a readable PyTorch checkpoint ({reason})", path=path,
-                               hint="check that the download is complete and the file is a torch.save file.") from None
-        raise GliosegError(
-            f"refused: this checkpoint is a pickle that {reason} to load; glioseg reads checkpoints with "
-            "torch.load(weights_only=True), which accepts tensors and plain containers only, and never runs "
-            "code from a file.",
-            path=path,
-            hint="if you trust the file's source, re-save its tensors alone in a separate Python session, e.g. "
-                 "torch.save({'state_dict': torch.load(p, weights_only=False)['state_dict']}, 'weights.pt'), "
-                 "and point at weights.pt.",
-        ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
-        raise GliosegError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})", path=path,
-                           hint="check that the download is complete and the file is a torch.save file.") from None
-    if not isinstance(payload, Mapping):
-        raise GliosegError(f"the checkpoint holds a {type(payload).__name__}, not a dict of weights", path=path,
-                           hint="save a state dict (model.state_dict()) or a dict with a 'state_dict' entry.")
-    return dict(payload)
-
-
-_CODE_NEEDED = re.compile(r"GLOBAL (\S+)|Can only (?:create|build)[^\n]*?got (.+)|unrecognized function (.+)")
-
-
-def _unpickling_refusal(text: str) -> tuple[bool, str]:
-    """(whether torch's weights-only unpickler met a global/class/function, a one-line reason)."""
-    match = _CODE_NEEDED.search(text)
-    if match:
-        name = next(group for group in match.groups() if group)
-        return True, f"needs {name.strip()}"
-    detail = text.split("WeightsUnpickler error:", 1)[-1]
-    lines = [line.strip() for line in detail.splitlines() if line.strip()]
-    return False, lines[0] if lines else "unpickling failed"
+    """The checkpoint's payload as saved (a dict), read with ``weights_only=True``; code in it is refused."""
+    return checkpoint.load(path, hint="check the path of the initial weights in the experiment's config, "
+                                      "and that the download is complete.")
 
 
 def _is_state(value: Any) -> bool:

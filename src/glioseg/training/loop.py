@@ -32,9 +32,12 @@ from torch import nn
 from tqdm import tqdm
 
 from glioseg.atomic import write_csv
+from glioseg.errors import GliosegError
 from glioseg.inference import autocast, predict_masks
+from glioseg.locks import exclusive_lock
 from glioseg.losses import build_loss
 from glioseg.models import on_epoch_start, training_loss
+from glioseg.preprocess import cache_digest
 from glioseg.tables import history_columns
 from glioseg.training import checkpoint
 from glioseg.training.data import (
@@ -114,6 +117,10 @@ class TrainingInterrupted(Exception):
     """Training stopped on a signal after saving its state; running the job again resumes it."""
 
 
+class TrainingDiverged(GliosegError):
+    """The loss stopped being a number: nothing after that step is worth keeping, and nothing of it is saved."""
+
+
 class StopRequest:
     """Remembers a stop signal so the loop can finish its step and save before exiting."""
 
@@ -155,10 +162,10 @@ def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], 
     return Run(model, optimizer, scheduler, scaler, network=model)
 
 
-def _save_state(run: Run, path: Path, digest: str) -> None:
+def _save_state(run: Run, path: Path, identity: checkpoint.RunIdentity) -> None:
     checkpoint.save(
         {
-            "fingerprint": digest,
+            "identity": identity.to_json(),
             "epoch": run.epoch,
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
@@ -174,13 +181,21 @@ def _save_state(run: Run, path: Path, digest: str) -> None:
     )
 
 
-def _resume(run: Run, path: Path, digest: str) -> bool:
-    """Load the saved state into ``run`` if it belongs to this very run; report whether it did."""
+def _resume(run: Run, path: Path, identity: checkpoint.RunIdentity) -> bool:
+    """Load the saved state into ``run`` if it belongs to this very run; report whether it did.
+
+    A state saved by a run with other inputs is left to be overwritten by the
+    fresh run's first epoch, and the log says which inputs changed.
+    """
     if not path.exists():
         return False
-    state = checkpoint.load(path)
-    if state.get("fingerprint") != digest:
-        log.warning("ignoring %s: it was saved by a run with other settings or data", path)
+    state = checkpoint.load(path, hint="the saved training state is damaged: delete it to train this fold from its "
+                                       "first epoch, or put back a copy of it.")
+    if "identity" not in state:
+        log.warning("starting afresh: %s was saved by an older glioseg that did not record its inputs", path)
+        return False
+    if changed := identity.changes(state["identity"]):
+        log.warning("starting afresh: %s changed since %s was saved", " and ".join(changed), path)
         return False
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -195,11 +210,13 @@ def _resume(run: Run, path: Path, digest: str) -> bool:
 
 
 def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp: bool, stop: StopRequest,
-                 save: Callable[[], None], world: World) -> float:
+                 save: Callable[[], None], world: World, state_path: Path) -> float:
     """One pass over the loader; the steps an interrupted attempt already took are replayed, not retrained.
 
     Replaying draws those batches again (without training on them) so that
     the random transforms of the remaining batches match an uninterrupted run.
+    A non-finite loss stops the run before anything of it is saved, so
+    ``state_path`` keeps the last good epoch.
     """
     run.model.train()
     for index, batch in enumerate(loader):
@@ -212,7 +229,13 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
-        run.epoch_losses.append(float(loss.detach()))
+        value = float(loss.detach())
+        if any_rank(not np.isfinite(value), world, device):
+            raise TrainingDiverged(
+                f"the training loss became {value} in epoch {run.epoch + 1}, step {index + 1}", path=state_path,
+                hint=f"the state after epoch {run.epoch} is kept there. Check the learning rate (lower it), amp "
+                     "(turn it off) and the loss; a changed setting trains the fold from its first epoch.")
+        run.epoch_losses.append(value)
         if any_rank(stop.signal is not None, world, device):
             if world.is_main:
                 save()
@@ -261,17 +284,27 @@ def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[
     world = world_from_environment()
     device = device or world.device()
     with contextlib.ExitStack() as scope:
+        if world.is_main:
+            scope.enter_context(_state_lock(paths, settings))
         stop = stop or scope.enter_context(StopRequest().listening())
         scope.enter_context(process_group(world, device))
         return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device, stop, world)
 
 
+def _state_lock(paths: FoldPaths, settings: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
+    """One training per state folder: two would overwrite each other's last.pt and best.pt."""
+    return exclusive_lock(paths.state / "lock", f"training {settings['name']} into {paths.state}",
+                          hint="another training of this fold is running: wait for it to finish, or stop it (kill "
+                               "that process, or scancel its SLURM job) and run this one again.")
+
+
 def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
                 in_channels: int, device: torch.device, stop: StopRequest, world: World) -> pd.DataFrame:
-    digest = checkpoint.fingerprint(settings, train_cases, val_cases,
-                                    checkpoint.file_digest(paths.init) if paths.init else "")
     run = _new_run(settings, in_channels, regions, device)
-    if not _resume(run, paths.last, digest) and paths.init is not None:
+    identity = checkpoint.run_identity(settings, train_cases, val_cases, data_digest=cache_digest(paths.cache),
+                                       init_digest=checkpoint.file_digest(paths.init) if paths.init else "",
+                                       model=run.model)
+    if not _resume(run, paths.last, identity) and paths.init is not None:
         load_configured_weights(run.model, paths.init, settings)
     run.network = wrap(run.model, world, device)
     loss_fn = build_loss(settings["loss"])
@@ -291,7 +324,8 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
         items = _epoch_items(train_items, areas, settings, epoch, world)
         loader = train_loader(items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"] + world.rank,
                               epoch)
-        loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, digest), world)
+        loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, identity), world,
+                            paths.last)
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         run.scheduler.step()
         if epoch % settings["validate_every"] == 0 or epoch == settings["epochs"]:
@@ -306,7 +340,8 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
         run.epoch = epoch
         run.history.append(row)
         if world.is_main:
-            _save_state(run, paths.last, digest)
+            _save_state(run, paths.last, identity)
+            _write_history(run, paths, regions)
         barrier(world)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice_mean', float('nan')):.3f}")
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
@@ -318,12 +353,18 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
     return _finish(run, settings, paths, regions, in_channels)
 
 
+def _write_history(run: Run, paths: FoldPaths, regions: list[str]) -> pd.DataFrame:
+    """Every epoch, so a running training can be watched (``plot-curves`` reads it as it grows)."""
+    history = pd.DataFrame(run.history).reindex(columns=history_columns(regions))
+    write_csv(paths.history, history)
+    return history
+
+
 def _finish(run: Run, settings: Mapping[str, Any], paths: FoldPaths, regions: list[str], in_channels: int) -> pd.DataFrame:
     best = checkpoint.load(paths.best)
     checkpoint.save_model(paths.model, best["model"], settings, regions, in_channels, epoch=best["epoch"],
                           best_metric=best["metric"])
-    history = pd.DataFrame(run.history).reindex(columns=history_columns(regions))
-    write_csv(paths.history, history)
+    history = _write_history(run, paths, regions)
     log.info("best mean validation %s %.4f at epoch %d → %s", settings["select"], run.best_metric, run.best_epoch, paths.model)
     return history
 
