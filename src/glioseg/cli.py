@@ -90,7 +90,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from glioseg.manifest import read_dataset_info, read_manifest
     from glioseg.preprocess import preprocess_dataset
 
-    preprocess_dataset(read_manifest(args.manifest), read_dataset_info(args.info), args.out, args.margin)
+    preprocess_dataset(read_manifest(args.manifest), read_dataset_info(args.info), args.out, args.margin, args.background)
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> None:
@@ -309,6 +309,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--info", type=Path, required=True)
     p.add_argument("--margin", type=int, default=0)
+    p.add_argument("--background", choices=("zero", "mode"), default="zero",
+                   help="how to find the brain in cases without a brain mask: voxels nonzero in any channel (zero), "
+                        "or voxels differing from their channel's most frequent value in any channel (mode)")
     p.add_argument("--out", type=Path, required=True)
 
     p = command("train", cmd_train, "Train one experiment on one fold (resumes from its saved state).")

@@ -4,8 +4,9 @@
 (``image_<modality>`` columns) plus its label; ``<dataset>.json`` beside it
 records the layout, modalities and label convention (the dataset's
 ``dataset.json``, in nnU-Net's words). Every case is checked here — files
-present and readable, shapes and affines in agreement, labels inside the
-convention — so a bad case is reported by name before any training starts.
+present and readable, shapes and affines in agreement, image voxels finite,
+labels whole numbers inside the convention, brain masks 0/1 and not empty —
+so a bad case is reported by name before any training starts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from glioseg.atomic import write_csv, write_json
 from glioseg.datasets.layouts import CaseFiles, Layout, get_layout
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, unexpected_labels
-from glioseg.nifti import load_image, read_volume
+from glioseg.nifti import load_image, read_image, read_label, read_mask
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ class DatasetInfo:
     layout: str
     modalities: tuple[str, ...]
     convention: LabelConvention
+    physical_spacing: bool = True
+
+    @property
+    def distance_unit(self) -> str:
+        """What distances measured with the voxel spacing are in: mm, or px where the spacing is not a physical size."""
+        return "mm" if self.physical_spacing else "px"
 
     def to_json(self) -> dict:
         convention = {
@@ -47,7 +54,8 @@ class DatasetInfo:
             "members": {region: sorted(values) for region, values in self.convention.members.items()},
             "paint": [list(pair) for pair in self.convention.paint],
         }
-        return {"name": self.name, "layout": self.layout, "modalities": list(self.modalities), "label_convention": convention}
+        return {"name": self.name, "layout": self.layout, "modalities": list(self.modalities), "label_convention": convention,
+                "physical_spacing": self.physical_spacing}
 
 
 def image_column(modality: str) -> str:
@@ -64,10 +72,14 @@ def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
     missing = [m for m, p in files.images.items() if p is None]
     if files.label is None:
         missing.append("label")
+    if layout.masks and files.mask is None:
+        missing.append("mask")
     if missing:
         return [f"missing {', '.join(missing)}"]
     problems: list[str] = []
     paths = {**{m: p for m, p in files.images.items()}, "label": files.label}
+    if layout.masks:
+        paths["mask"] = files.mask
     headers = {}
     for name, path in paths.items():
         try:
@@ -84,10 +96,11 @@ def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
             problems.append(f"{name}'s affine differs from {reference_name}'s")
     if problems:
         return problems
+    readers = {"label": read_label, "mask": read_mask}
     volumes = {}
     for name, path in paths.items():
         try:
-            volumes[name] = read_volume(path, dtype=np.int32 if name == "label" else np.float32)
+            volumes[name] = readers.get(name, read_image)(path)
         except GliosegError as exc:
             problems.append(f"{name}: {exc.problem} ({path})")
     if problems:
@@ -95,6 +108,8 @@ def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
     bad = unexpected_labels(volumes["label"], layout.convention)
     if bad:
         problems.append(f"label values {bad} outside the {layout.convention.name} convention {sorted(layout.convention.values)}")
+    if "mask" in volumes and not volumes["mask"].any():
+        problems.append(f"mask: the brain mask is empty ({paths['mask']})")
     return problems
 
 
@@ -102,6 +117,8 @@ def _row(files: CaseFiles) -> dict[str, str]:
     row = {"case": files.case, "patient": files.patient, "group": files.group}
     row.update({image_column(m): str(p) for m, p in files.images.items()})
     row["label"] = str(files.label)
+    if files.mask is not None:
+        row["mask"] = str(files.mask)
     row.update(files.extra)
     return row
 
@@ -137,7 +154,7 @@ def build_manifest(raw: str | Path, layout_name: str, dataset: str,
         )
     frame = pd.DataFrame([_row(files) for files in cases])
     log.info("%s: %d cases, %d patients", dataset, len(frame), frame["patient"].nunique())
-    return frame, DatasetInfo(dataset, layout.name, layout.modalities, layout.convention)
+    return frame, DatasetInfo(dataset, layout.name, layout.modalities, layout.convention, layout.physical_spacing)
 
 
 def write_manifest(frame: pd.DataFrame, info: DatasetInfo, out_csv: str | Path, out_json: str | Path) -> None:
@@ -154,7 +171,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def read_dataset_info(path: str | Path) -> DatasetInfo:
-    """Read a manifest sidecar; the label convention is stored in full, so custom conventions survive."""
+    """Read a manifest sidecar; the label convention is stored in full, so custom conventions survive.
+
+    A sidecar written before ``physical_spacing`` existed is read as physical (millimetres).
+    """
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
     stored = payload["label_convention"]
     convention = LabelConvention(
@@ -162,7 +182,8 @@ def read_dataset_info(path: str | Path) -> DatasetInfo:
         members={region: frozenset(values) for region, values in stored["members"].items()},
         paint=tuple((region, int(value)) for region, value in stored["paint"]),
     )
-    return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), convention)
+    return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), convention,
+                       payload.get("physical_spacing", True))
 
 
 def modality_columns(frame: pd.DataFrame, modalities: Sequence[str]) -> list[str]:

@@ -10,7 +10,7 @@ NaN silently drops a case from a mean.
 Conventions (BraTS style):
 
 =====================  ==========  ===============  ===========  ===========  ================
-truth / prediction     dice, iou   hd95 (mm)        sensitivity  precision    specificity
+truth / prediction     dice, iou   hd95             sensitivity  precision    specificity
 =====================  ==========  ===============  ===========  ===========  ================
 empty / empty          1.0         0.0              1.0          1.0          1.0
 empty / non-empty      0.0         image diagonal   1.0          0.0          confusion matrix
@@ -30,7 +30,9 @@ non-empty / non-empty  MONAI       MONAI            MONAI        MONAI        MO
   ``sqrt(sum((shape_i * spacing_i) ** 2))`` (:func:`image_diagonal_mm`): no
   two voxels of the image are further apart, so a missing or spurious region
   scores worse than any real boundary error in the same image.
-* hd95 is MONAI's symmetric 95th-percentile Hausdorff distance in millimetres:
+* hd95 is MONAI's symmetric 95th-percentile Hausdorff distance in the unit of
+  the spacing (millimetres for NIfTI; pixels for volumes stacked from images
+  without a spacing, such as LGG kaggle_3m, whose unit spacing is no size):
   distances between the centres of the edge voxels of the two masks, scaled by
   the voxel spacing, so anisotropic spacing changes the answer. MONAI takes the
   95th percentile of each direction separately (linear interpolation) and
@@ -63,7 +65,7 @@ class RegionScore:
     """The scores of one region of one case, all finite."""
 
     dice: float
-    hd95: float  # millimetres
+    hd95: float  # in the spacing's unit: mm, or px where the spacing is not physical
     sensitivity: float
     specificity: float
     truth_voxels: int
@@ -80,7 +82,7 @@ def score_region(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) 
     """Score one binary region mask (3D or 2D, same shape) against the truth.
 
     Any non-zero voxel counts as inside the region, so bool, uint8 (0/1 or
-    0/255) and int masks all work. ``spacing`` is the voxel size in mm along
+    0/255) and int masks all work. ``spacing`` is the voxel size (mm, or 1 per pixel) along
     each axis of the arrays. Raises ValueError on mismatched shapes, masks that
     are not 2D or 3D, or a spacing that does not fit them.
     """
@@ -139,7 +141,7 @@ def _as_batch(mask: np.ndarray) -> torch.Tensor:
 
 
 def _hd95(pred: torch.Tensor, truth: torch.Tensor, spacing: tuple[float, ...]) -> float:
-    """Symmetric 95th-percentile Hausdorff distance in mm, with the empty-mask conventions.
+    """Symmetric 95th-percentile Hausdorff distance in the spacing's unit, with the empty-mask conventions.
 
     Empty masks are settled here, before MONAI, which would return NaN and
     warn for them.

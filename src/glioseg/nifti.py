@@ -3,6 +3,11 @@
 nibabel reports a truncated ``.nii.gz`` as a bare EOFError or zlib error from
 deep inside gzip; here every such failure becomes a :class:`GliosegError` that
 says which file is bad and what to do about it.
+
+Images, labels and brain masks each have one reader here, shared by the
+manifest, preprocessing and scoring, so that what the manifest accepts is
+exactly what the later stages read: an image with a NaN voxel, a label of 1.5
+or a mask of 0/255 is refused by the same check everywhere.
 """
 
 from __future__ import annotations
@@ -33,13 +38,75 @@ def load_image(path: str | Path) -> nib.Nifti1Image:
     return image
 
 
-def read_volume(path: str | Path, dtype: type = np.float32) -> np.ndarray:
-    """Read a 3D volume's voxels as ``dtype``; a truncated or corrupt file is named in the error."""
+def read_volume(path: str | Path, dtype: type | None = np.float32) -> np.ndarray:
+    """Read a 3D volume's voxels as ``dtype`` (``None``: as stored, scaling applied); a truncated or corrupt file is named."""
     image = load_image(path)
     try:
         return np.asarray(image.dataobj, dtype=dtype)
     except _READ_ERRORS as exc:
         raise GliosegError(f"truncated or corrupt image data ({type(exc).__name__}: {exc})", path=path, hint=_REDOWNLOAD) from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image's voxels as float32, refused when any is NaN or infinite.
+
+    One such voxel turns every z-score of its channel, and then the training
+    loss, into NaN; it is cheaper to name the file now than to debug a loss of
+    nan hours later.
+    """
+    volume = read_volume(path, dtype=np.float32)
+    finite = np.isfinite(volume)
+    if not finite.all():
+        raise GliosegError(f"image has {_non_finite_counts(volume[~finite])}", path=path,
+                           hint="repair the image (e.g. re-export it from its source, with NaNs set to 0) or remove the case.")
+    return volume
+
+
+#: How far from a whole number a float label may be and still count as that number (float32 scaling noise).
+INTEGRAL_TOLERANCE = 1e-4
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """A label map as integers, refused when a value is not a whole number.
+
+    Casting a float label map to integers would truncate 1.5 to 1 and 4.6 to 4
+    and silently change the regions; NaN would become -2147483648. Values within
+    :data:`INTEGRAL_TOLERANCE` of an integer (float32 scaling noise) are rounded.
+    """
+    data = read_volume(path, dtype=None)
+    if np.issubdtype(data.dtype, np.integer):
+        return data
+    hint = "labels are class numbers: save the label map with integer values (e.g. uint8), or check that this file is a label map."
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise GliosegError(f"label map has {_non_finite_counts(data[~finite])}", path=path, hint=hint)
+    whole = np.rint(data)
+    fractional = np.abs(data - whole) > INTEGRAL_TOLERANCE
+    if fractional.any():
+        values = np.unique(data[fractional])
+        examples = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+        raise GliosegError(f"label values are not whole numbers: {int(fractional.sum())} voxels hold values such as {examples}",
+                           path=path, hint=hint)
+    return whole.astype(np.int64)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A brain mask as booleans; values other than 0 and 1 are refused (a resampled or 0/255 mask is ambiguous)."""
+    data = read_label(path)
+    values = np.unique(data)
+    if not set(values.tolist()) <= {0, 1}:
+        shown = ", ".join(str(v) for v in values[:6])
+        raise GliosegError(f"brain mask values must be 0 and 1, found {shown}", path=path,
+                           hint="save the brain mask as 0 (background) and 1 (brain), e.g. with (mask > 0) as uint8.")
+    return data.astype(bool)
+
+
+def _non_finite_counts(values: np.ndarray) -> str:
+    """``values`` (all NaN or infinite) counted in words, e.g. '3 NaN voxels and 1 infinite voxel'."""
+    nan = int(np.isnan(values).sum())
+    inf = values.size - nan
+    parts = [f"{n} {kind} voxel{'s' if n != 1 else ''}" for n, kind in ((nan, "NaN"), (inf, "infinite")) if n]
+    return " and ".join(parts)
 
 
 def voxel_spacing(image: nib.Nifti1Image) -> tuple[float, ...]:

@@ -4,14 +4,28 @@ What the cache holds is read every epoch, so it is plain ``.npy`` (the format
 chosen by measurement, see bench/cache_format.md): ``images/<case>.npy``
 float32 (C, X, Y, Z) and ``labels/<case>.npy`` uint8 region masks (R, X, Y, Z).
 ``properties.json`` keeps, per case, what is needed to put a prediction back
-into the original geometry: the original shape and the crop box.
+into the original geometry (the original shape and the crop box) and how the
+brain was told from the background; and for the whole cache a SHA-256
+``digest`` of its contents, so a training can tell that its data changed
+without re-reading gigabytes (:func:`cache_digest`).
+
+The brain is what the crop box encloses and what the z-score is computed
+over. A brain mask file from the layout decides it; otherwise the dataset's
+``background`` rule: ``zero`` (skull-stripped data on a 0 background: voxels
+nonzero in any channel) or ``mode`` (data distributed with a constant nonzero
+background, e.g. already z-scored: voxels differing from their channel's most
+frequent value in any channel).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +37,7 @@ from glioseg.atomic import atomic_dir, write_json
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo, image_column
-from glioseg.nifti import load_image, read_volume, voxel_spacing
+from glioseg.nifti import load_image, read_image, read_label, read_mask, voxel_spacing
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +83,84 @@ def uncrop(array: np.ndarray, box: CropBox, shape: tuple[int, ...]) -> np.ndarra
     return out
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
-    """Z-score each channel over its nonzero (brain) voxels; background stays 0."""
-    return np.asarray(NormalizeIntensity(nonzero=True, channel_wise=True, dtype=np.float32)(image))
+BACKGROUNDS: tuple[str, ...] = ("zero", "mode")
+"""The rules for finding the brain when the layout gives no brain mask (a dataset's ``preprocess → background``)."""
+
+_NO_BRAIN = {
+    "mask": "the brain mask is empty",
+    "zero": "every modality is zero: no brain to crop to",
+    "mode": "every voxel holds its channel's most frequent value: no brain to crop to",
+}
+
+
+def normalise(image: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
+    """Z-score each channel over its brain voxels and set everything else to 0.
+
+    ``brain`` is a boolean (X, Y, Z) mask shared by all channels, or ``None``
+    for each channel's own nonzero voxels (skull-stripped data on a 0
+    background). Statistics over background voxels would shift and squash the
+    brain's intensities, the more so the larger the background.
+    """
+    inside = np.broadcast_to(image != 0 if brain is None else brain, image.shape)
+    out = np.zeros(image.shape, dtype=np.float32)
+    for channel in range(image.shape[0]):
+        voxels = inside[channel]
+        if voxels.any():
+            out[channel][voxels] = np.asarray(NormalizeIntensity(dtype=np.float32)(image[channel][voxels]))
+    return out
+
+
+def background_values(image: np.ndarray) -> np.ndarray:
+    """Each channel's most frequent value: the background of a volume whose background is constant but not 0."""
+    modes = []
+    for channel in image:
+        values, counts = np.unique(channel, return_counts=True)
+        modes.append(values[np.argmax(counts)])
+    return np.asarray(modes, dtype=image.dtype)
+
+
+def find_brain(image: np.ndarray, mask: np.ndarray | None, background: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The brain as a boolean (X, Y, Z) mask, and how it was found (for properties.json).
+
+    A mask from the layout wins over the ``background`` rule (see the module docstring).
+    """
+    if mask is not None:
+        brain, found = mask, {"method": "mask"}
+    elif background == "mode":
+        values = background_values(image)
+        brain = np.any(image != values.reshape(-1, *[1] * (image.ndim - 1)), axis=0)
+        found = {"method": "mode", "background": [float(v) for v in values]}
+    else:
+        brain, found = np.any(image != 0, axis=0), {"method": "zero"}
+    found["fraction"] = round(float(brain.mean()), 6)
+    return brain, found
+
+
+def keeps_whole_volume(box: CropBox, shape: tuple[int, ...]) -> bool:
+    """Whether a crop box is the whole volume: then the crop found no background around the brain."""
+    return all(a == 0 for a in box.start) and tuple(box.stop) == tuple(shape)
 
 
 def load_case(row: pd.Series, modalities: tuple[str, ...]) -> np.ndarray:
-    return np.stack([read_volume(row[image_column(m)]) for m in modalities])
+    return np.stack([read_image(row[image_column(m)]) for m in modalities])
 
 
-def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: LabelConvention, margin: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def _mask_of(row: pd.Series) -> np.ndarray | None:
+    """The case's brain mask, when its manifest row names one."""
+    path = row.get("mask", "")
+    return read_mask(path) if isinstance(path, str) and path else None
+
+
+def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: LabelConvention, margin: int,
+                    background: str = "zero") -> tuple[np.ndarray, np.ndarray, dict]:
     """Return the cropped normalised image, its region masks and the case's properties."""
     image = load_case(row, modalities)
-    if not np.any(image):
-        raise GliosegError("every modality is zero: no brain to crop to", path=row[image_column(modalities[0])],
-                           hint="check the case's files; remove the case if they are blank.")
-    box = brain_box(image, margin)
-    label = read_volume(row["label"], dtype=np.int32)
+    brain, found = find_brain(image, _mask_of(row), background)
+    if not brain.any():
+        where = row["mask"] if found["method"] == "mask" else row[image_column(modalities[0])]
+        raise GliosegError(_NO_BRAIN[found["method"]], path=where, hint="check the case's files; remove the case if they are blank.")
+    box = brain_box(brain[None], margin)
+    label = read_label(row["label"])
     try:
         regions = labels_to_regions(label, convention)
     except ValueError as exc:
@@ -95,23 +170,83 @@ def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: Lab
         "original_shape": list(image.shape[1:]),
         "crop": box.to_json(),
         "spacing": list(voxel_spacing(reference)),
+        "brain": found,
     }
-    return normalise(crop(image, box)), crop(regions, box), properties
+    inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
+    return normalise(crop(image, box), inside), crop(regions, box), properties
 
 
-def preprocess_dataset(manifest: pd.DataFrame, info: DatasetInfo, out_dir: str | Path, margin: int) -> None:
-    """Write the whole dataset's cache folder atomically, one progress step per case."""
+def _add_case(digest: Any, case: str, image: np.ndarray, regions: np.ndarray, properties: Mapping[str, Any]) -> None:
+    """Feed one case into the cache digest: its name, both arrays (dtype, shape, bytes) and its properties."""
+    digest.update(case.encode("utf-8") + b"\0")
+    for array in (image, regions):
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode("ascii"))
+        digest.update(memoryview(contiguous).cast("B"))
+    digest.update(json.dumps(properties, sort_keys=True).encode("utf-8"))
+
+
+def _warn_whole_volume(case: str, found: Mapping[str, Any]) -> None:
+    log.warning(
+        "%s: the brain (found by rule '%s') is %.1f%% of the volume, so the crop keeps the whole volume and the "
+        "z-score may include background; if the data is not skull-stripped or its background is not 0, give brain "
+        "masks (layout_options → mask) or set the dataset's preprocess → background: mode",
+        case, found["method"], 100 * found["fraction"],
+    )
+
+
+def preprocess_dataset(manifest: pd.DataFrame, info: DatasetInfo, out_dir: str | Path, margin: int,
+                       background: str = "zero") -> None:
+    """Write the whole dataset's cache folder atomically, one progress step per case, and its content digest.
+
+    ``background`` is the rule for cases without a brain mask (:data:`BACKGROUNDS`).
+    """
+    if background not in BACKGROUNDS:
+        raise GliosegError(f"unknown background rule '{background}'", hint=f"use one of {list(BACKGROUNDS)}.")
     properties: dict[str, dict] = {}
+    whole: list[str] = []
+    digest = hashlib.sha256()
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         for _, row in tqdm(manifest.iterrows(), total=len(manifest), desc=f"preprocessing {info.name}", unit="case"):
-            image, regions, props = preprocess_case(row, info.modalities, info.convention, margin)
-            np.save(tmp / "images" / f"{row['case']}.npy", image)
-            np.save(tmp / "labels" / f"{row['case']}.npy", regions)
-            properties[row["case"]] = props
-        write_json(tmp / "properties.json", {"dataset": info.to_json(), "regions": list(info.convention.regions), "cases": properties})
-    log.info("%s: %d cases preprocessed into %s", info.name, len(properties), out_dir)
+            case = row["case"]
+            image, regions, props = preprocess_case(row, info.modalities, info.convention, margin, background)
+            np.save(tmp / "images" / f"{case}.npy", image)
+            np.save(tmp / "labels" / f"{case}.npy", regions)
+            _add_case(digest, case, image, regions, props)
+            properties[case] = props
+            if keeps_whole_volume(CropBox.from_json(props["crop"]), tuple(props["original_shape"])):
+                _warn_whole_volume(case, props["brain"])
+                whole.append(case)
+        write_json(tmp / "properties.json", {"dataset": info.to_json(), "regions": list(info.convention.regions),
+                                             "background": background, "digest": digest.hexdigest(), "cases": properties})
+    if whole:
+        log.warning("%s: %d of %d cases kept their whole volume when cropped to the brain: %s", info.name, len(whole),
+                    len(properties), ", ".join(whole))
+    log.info("%s: %d cases preprocessed into %s (digest %s)", info.name, len(properties), out_dir, digest.hexdigest()[:12])
+
+
+def cache_digest(cache_dir: str | Path) -> str:
+    """The SHA-256 of a cache's contents, as hex: equal digests mean equal training data.
+
+    Read from ``properties.json``, where preprocessing stored it; a cache
+    written before digests existed has it computed from its files the same
+    way (every case's name, arrays and properties, in the order of
+    ``properties.json``), which reads the whole cache once.
+    """
+    path = Path(cache_dir) / "properties.json"
+    try:
+        properties = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise GliosegError(f"unreadable cache properties ({exc})", path=path, hint="re-run preprocessing for this dataset.") from None
+    if "digest" in properties:
+        return properties["digest"]
+    digest = hashlib.sha256()
+    for case, props in properties["cases"].items():
+        image_path, label_path = cached_paths(cache_dir, case)
+        _add_case(digest, case, np.load(image_path, mmap_mode="r"), np.load(label_path, mmap_mode="r"), props)
+    return digest.hexdigest()
 
 
 def cached_paths(cache_dir: str | Path, case: str) -> tuple[Path, Path]:

@@ -2,7 +2,9 @@
 
 Predictions are read back from the NIfTI files the infer stage wrote and the
 truth from the raw dataset, so a score covers the whole chain, including the
-mapping back to the original geometry and label convention.
+mapping back to the original geometry and label convention. Distances are in
+the dataset's voxel spacing: millimetres, or pixels where the spacing is not a
+physical size (the ``hd95_unit`` column says which).
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo
 from glioseg.metrics import score_region
-from glioseg.nifti import load_image, read_volume, voxel_spacing
-from glioseg.tables import SCORE_COLUMNS, SLICE_SCORE_COLUMNS
+from glioseg.nifti import load_image, read_label, voxel_spacing
+from glioseg.tables import HD95_UNIT, SCORE_COLUMNS, SLICE_SCORE_COLUMNS
 
 
 def _regions(path: Path | str, convention: LabelConvention) -> np.ndarray:
     try:
-        return labels_to_regions(read_volume(path, dtype=np.int32), convention).astype(bool)
+        return labels_to_regions(read_label(path), convention).astype(bool)
     except ValueError as exc:
         raise GliosegError(str(exc), path=path, hint="predictions and labels must use the dataset's label convention.") from None
 
@@ -60,12 +62,16 @@ def score_predictions(pred_dir: str | Path, manifest: pd.DataFrame, info: Datase
     for case in tqdm(cases, desc=f"scoring {experiment} fold {fold}", unit="case"):
         prediction = Path(pred_dir) / f"{case}.nii.gz"
         for row in score_case(prediction, labels[case], info.convention):
-            rows.append({"experiment": experiment, "fold": fold, "dataset": label or info.name, "case": case, **row})
-    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+            rows.append({"experiment": experiment, "fold": fold, "dataset": label or info.name, "case": case, **row,
+                         HD95_UNIT: info.distance_unit})
+    return pd.DataFrame(rows, columns=[*SCORE_COLUMNS, HD95_UNIT])
 
 
 def slice_rows(pred: np.ndarray, truth: np.ndarray) -> list[dict]:
     """Per axial slice of one region mask (X, Y, Z): Dice, IoU, pixel counts, and the tumour parts missed.
+
+    Slices are numbered from 1 (``slice_number`` = z + 1), as the LGG release
+    numbers its tif files, so a row names the file a reader would open.
 
     A *part* is a connected component of the truth in the slice; it is missed
     when no predicted pixel touches it (a two-part tumour with one part found
@@ -80,7 +86,7 @@ def slice_rows(pred: np.ndarray, truth: np.ndarray) -> list[dict]:
     for z in range(truth.shape[-1]):
         parts, n_parts = ndi.label(truth[..., z])
         found = set(np.unique(parts[pred[..., z] & (parts > 0)]))
-        rows.append({"slice": z, "dice": dice[z], "iou": iou[z], "truth_pixels": int(truth[..., z].sum()),
+        rows.append({"slice_number": z + 1, "dice": dice[z], "iou": iou[z], "truth_pixels": int(truth[..., z].sum()),
                      "pred_pixels": int(pred[..., z].sum()), "truth_parts": n_parts, "missed_parts": n_parts - len(found)})
     return rows
 

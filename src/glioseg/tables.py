@@ -8,6 +8,7 @@ figures) paying for torch and MONAI.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "experiment", "fold", "dataset", "case", "region",
@@ -16,10 +17,22 @@ SCORE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+HD95_UNIT = "hd95_unit"
+"""An optional score column: ``mm``, or ``px`` where the dataset's voxel spacing is not a physical size (LGG
+kaggle_3m's stacked tifs). Score files written before it existed lack it; their hd95 is in mm."""
+
+
 SLICE_SCORE_COLUMNS: tuple[str, ...] = (
-    "experiment", "fold", "dataset", "case", "region", "slice",
+    "experiment", "fold", "dataset", "case", "region", "slice_number",
     "dice", "iou", "truth_pixels", "pred_pixels", "truth_parts", "missed_parts",
 )  # fmt: skip
+"""``slice_number`` counts axial slices from 1 (z index + 1), as kaggle_3m numbers its tif files."""
+
+
+def hd95_unit(scores: Any) -> str:
+    """The unit of a score table's hd95 column: ``mm``, ``px``, or ``mm/px`` when the table mixes datasets of both."""
+    units = sorted(set(scores[HD95_UNIT].fillna("mm")) if HD95_UNIT in scores.columns else {"mm"})
+    return "/".join(units) or "mm"
 
 
 def history_columns(regions: Sequence[str]) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from glioseg.datasets.layouts import custom_convention, get_layout, layout_names
+from glioseg.datasets.layouts import CUSTOM_OPTIONS, LAYOUTS, check_layout_options, custom_convention, get_layout, layout_names
 from glioseg.errors import GliosegError
 from glioseg.labels import BRATS, BRATS2023
 from glioseg.manifest import build_manifest, read_dataset_info, write_manifest
@@ -247,6 +247,12 @@ def test_custom_convention_paints_outermost_first_with_disjoint_inner_regions():
         ({"label_file": "x"}, r"unknown keys \['label_file'\]"),
         ({"patient": r"^P\d+"}, r"needs a named group \(\?P<patient>...\)"),
         ({"modalities": {}}, "'modalities' must map each modality name to a file pattern"),
+        ({"mask": "{subject}_brain.nii.gz"}, r"the 'mask' pattern '\{subject\}_brain.nii.gz' has placeholders \['\{subject\}'\]"),
+        ({"label": "/data/{case}_seg.nii.gz"}, "the 'label' pattern '/data/{case}_seg.nii.gz' must stay inside the case folder"),
+        ({"modalities": {"t1": "../{case}_t1.nii.gz"}}, r"the 'modalities → t1' pattern .* must stay inside the case folder"),
+        ({"cases": "{case}"}, r"the 'cases' pattern '\{case\}' has placeholders \['\{case\}'\]; it takes none"),
+        ({"modalities": {"t 1": "x"}}, r"modality names \['t 1'\] must be letters, digits"),
+        ({"mask": 3}, "'mask' must be a file pattern"),
     ],
 )
 def test_bad_custom_spec_fails_early_and_clearly(change, message):
@@ -277,6 +283,63 @@ def test_options_go_only_to_layouts_that_take_them():
 
 
 def test_schema_enum_names_exactly_the_registered_layouts():
-    dataset = yaml.safe_load(SCHEMA.read_text())["definitions"]["dataset"]["properties"]
-    assert dataset["layout"]["enum"] == layout_names()
-    assert dataset["layout_options"] == {"type": "object"}
+    definitions = yaml.safe_load(SCHEMA.read_text())["definitions"]
+    dataset = definitions["dataset"]
+    assert dataset["properties"]["layout"]["enum"] == layout_names()
+    custom, fixed = dataset["allOf"]
+    assert custom["if"]["properties"]["layout"] == {"const": "custom"} and custom["then"]["required"] == ["layout_options"]
+    assert fixed["if"]["properties"]["layout"]["enum"] == sorted(LAYOUTS)
+
+
+def test_schema_layout_options_are_exactly_the_custom_layouts():
+    options = yaml.safe_load(SCHEMA.read_text())["definitions"]["layout_options"]
+    assert set(options["properties"]) == CUSTOM_OPTIONS and options["additionalProperties"] is False
+    assert all(spec.get("description") for spec in options["properties"].values())
+    assert options["properties"]["labels"]["additionalProperties"]["items"]["enum"] == ["TC", "WT", "ET"]
+
+
+# ---------------------------------------------------------------- brain masks (custom layout)
+
+MASKED = {**CUSTOM, "mask": "{case}_brain.nii.gz"}
+
+
+def test_custom_brain_masks_are_listed_in_the_manifest(custom_tree):
+    for case in ("siteA/P01_s1", "siteA/P01_s2", "siteB/P02_s1"):
+        write_volume(custom_tree / case / f"{Path(case).name}_brain.nii.gz", [1, 1, 0, 1])
+    frame, info = build_manifest(custom_tree, "custom", "d", MASKED)
+    assert list(frame.columns[3:7]) == ["image_t1c", "image_flair", "label", "mask"]
+    assert frame.loc[2, "mask"] == str(custom_tree / "siteB" / "P02_s1" / "P02_s1_brain.nii.gz")
+    assert info.modalities == ("t1c", "flair")
+
+
+def test_custom_brain_masks_are_checked_like_the_other_files(custom_tree):
+    write_volume(custom_tree / "siteA" / "P01_s2" / "P01_s2_brain.nii.gz", [0, 255, 255])
+    write_volume(custom_tree / "siteB" / "P02_s1" / "P02_s1_brain.nii.gz", [0])
+    write_case(custom_tree / "siteB" / "P03_s1", ["P03_s1_T1c.nii.gz", "anat/P03_s1_FLAIR.nii.gz"], "P03_s1_mask.nii.gz", [0, 1])
+    odd = custom_tree / "siteB" / "P03_s1" / "P03_s1_brain.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), odd)
+    with pytest.raises(GliosegError) as error:
+        build_manifest(custom_tree, "custom", "d", MASKED)
+    message = error.value.message
+    assert "4 of 4 cases are unusable" in message
+    assert "P01_s1: missing mask" in message
+    assert "P01_s2: mask: brain mask values must be 0 and 1, found 0, 255" in message
+    assert f"P02_s1: mask: the brain mask is empty ({custom_tree / 'siteB' / 'P02_s1' / 'P02_s1_brain.nii.gz'})" in message
+    assert "P03_s1: mask has shape (4, 4, 4) but t1c has (8, 8, 6)" in message
+
+
+# ---------------------------------------------------------------- config-time check
+
+
+def test_layout_options_are_checked_with_the_dataset_and_config_named():
+    check_layout_options("mine", "custom", MASKED, "study.yaml")
+    check_layout_options("b21", "brats2021", None, "study.yaml")
+    with pytest.raises(GliosegError, match=r"dataset 'mine': custom layout: the 'patient' regex needs a named group") as error:
+        check_layout_options("mine", "custom", {**CUSTOM, "patient": r"^P\d+"}, "study.yaml")
+    assert error.value.path == Path("study.yaml") and "layout_options" in error.value.hint
+    with pytest.raises(GliosegError, match="dataset 'b21': the brats2021 layout takes no layout_options"):
+        check_layout_options("b21", "brats2021", CUSTOM, "study.yaml")
+    with pytest.raises(GliosegError, match="dataset 'mine': the custom layout needs layout_options"):
+        check_layout_options("mine", "custom", {}, "study.yaml")
+    with pytest.raises(GliosegError, match="dataset 'x': unknown layout 'brats1999'"):
+        check_layout_options("x", "brats1999", None, "study.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -17,8 +19,10 @@ from glioseg.cli import main as cli_main
 from glioseg.datasets.layouts import get_layout
 from glioseg.datasets.lgg import stack_lgg
 from glioseg.errors import GliosegError
-from glioseg.report.figures import axial_slice
-from glioseg.manifest import build_manifest
+from glioseg.report.figures import axial_slice, plot_score_boxplots
+from glioseg.report.summary import markdown_report
+from glioseg.manifest import build_manifest, read_dataset_info, write_manifest
+from glioseg.scoring import score_prediction_slices, score_predictions
 from glioseg.splits import split_table
 
 SIDE = 16
@@ -178,6 +182,55 @@ def test_manifest_reads_stacked_cases_patients_and_metadata(lgg_stacked):
     assert by_case.loc["TCGA_DU_5852_19950709", ["RNASeqCluster", "gender", "age_at_initial_pathologic"]].tolist() == ["", "", ""]
     table = split_table(frame, 2, 0.0, 0)
     assert table.groupby("patient")["fold"].nunique().max() == 1  # two dates of one patient share a fold
+
+
+def test_stacked_volumes_are_marked_as_having_no_physical_spacing(lgg_stacked, tmp_path):
+    frame, info = build_manifest(lgg_stacked, "lgg_kaggle3m", "lgg")
+    assert info.physical_spacing is False and info.distance_unit == "px"
+    write_manifest(frame, info, tmp_path / "lgg.csv", tmp_path / "lgg.json")
+    assert read_dataset_info(tmp_path / "lgg.json") == info
+    sidecar = json.loads((tmp_path / "lgg.json").read_text())
+    assert sidecar["physical_spacing"] is False
+    del sidecar["physical_spacing"]  # a sidecar written before the flag existed: millimetres, as then
+    (tmp_path / "old.json").write_text(json.dumps(sidecar))
+    assert read_dataset_info(tmp_path / "old.json").distance_unit == "mm"
+
+
+@pytest.fixture(scope="module")
+def lgg_scored(lgg_stacked: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Every stacked case predicted perfectly (the label itself), scored per case and per slice."""
+    frame, info = build_manifest(lgg_stacked, "lgg_kaggle3m", "lgg")
+    predictions = tmp_path_factory.mktemp("lgg-predictions")
+    for row in frame.itertuples():
+        shutil.copy(row.label, predictions / f"{row.case}.nii.gz")
+    cases = frame["case"].tolist()
+    return (score_predictions(predictions, frame, info, cases, "unet", 0),
+            score_prediction_slices(predictions, frame, info, cases, "unet", 0))
+
+
+def test_lgg_hd95_is_labelled_in_pixels_in_scores_tables_and_figures(lgg_scored):
+    scores, _ = lgg_scored
+    assert set(scores["hd95_unit"]) == {"px"}
+    report = markdown_report(scores)
+    assert "HD95 WT (px)" in report and "HD95 in px (pixels" in report and "(mm)" not in report and " mm " not in report
+    titles = [ax.get_title() for ax in plot_score_boxplots(scores).axes]
+    assert "HD95 (px), WT" in titles and not any("mm" in t for t in titles)
+
+
+def test_a_summary_mixing_millimetres_and_pixels_says_which_dataset_is_in_pixels(lgg_scored):
+    lgg, _ = lgg_scored
+    brats = lgg.assign(dataset="brats", hd95_unit="mm")
+    old = brats.assign(dataset="old").drop(columns="hd95_unit")  # a score file from before the unit column: mm
+    report = markdown_report(pd.concat([lgg, brats, old], ignore_index=True))
+    assert "HD95 WT (mm/px)" in report and "in mm except in px (pixels: voxels with no physical size) for lgg." in report
+
+
+def test_slice_scores_number_slices_as_the_tif_files_do(lgg_scored):
+    _, slices = lgg_scored
+    for case, count in CASES.items():
+        assert slices.loc[slices["case"] == case, "slice_number"].tolist() == list(range(1, count + 1))
+    tumour = slices[slices["truth_pixels"] > 0]
+    assert tumour[["case", "slice_number"]].values.tolist() == [["TCGA_CS_4941_19960909", 10], ["TCGA_DU_5852_19950709", 10]]
 
 
 def test_layout_without_data_csv_has_no_extra_columns(lgg_stacked, tmp_path):

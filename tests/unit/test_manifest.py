@@ -61,3 +61,60 @@ def test_shape_disagreement_is_reported(raw_copy):
 def test_empty_folder_says_the_layout_may_be_wrong(tmp_path):
     with pytest.raises(GliosegError, match="no cases in the brats2021 layout"):
         build_manifest(tmp_path, "brats2021", "x")
+
+
+def rewrite(path, change, dtype=None):
+    """Rewrite a NIfTI file with ``change`` applied to its voxels (as ``dtype``, default its own)."""
+    image = nib.load(path)
+    data = np.asarray(image.dataobj).astype(dtype or image.get_data_dtype())
+    change(data)
+    header = image.header.copy()
+    header.set_data_dtype(data.dtype)
+    nib.save(nib.Nifti1Image(data, image.affine, header), path)
+    return path
+
+
+def set_flat(values: dict[int, float]):
+    """A change for :func:`rewrite`: voxel ``index`` (in flat order) takes ``value``."""
+    def change(data):
+        for index, value in values.items():
+            data.flat[index] = value
+    return change
+
+
+def test_non_finite_image_voxels_are_named_with_case_modality_file_and_count(raw_copy):
+    flair = rewrite(raw_copy / "BraTS2021_00002" / "BraTS2021_00002_flair.nii.gz",
+                    set_flat({100: np.nan, 101: np.nan, 102: np.nan, 200: np.inf}), np.float32)
+    with pytest.raises(GliosegError) as error:
+        build_manifest(raw_copy, "brats2021", "tiny")
+    message = error.value.message
+    assert "1 of 6 cases are unusable" in message
+    assert f"BraTS2021_00002: flair: image has 3 NaN voxels and 1 infinite voxel ({flair})" in message
+
+
+def test_fractional_float_labels_are_refused_not_truncated(raw_copy):
+    def fractions(data):
+        data[data == 1] = 1.5
+        data[data == 4] = 4.6
+
+    seg = rewrite(raw_copy / "BraTS2021_00003" / "BraTS2021_00003_seg.nii.gz", fractions, np.float32)
+    values = np.asarray(nib.load(seg).dataobj)
+    bad = int(np.count_nonzero((values == np.float32(1.5)) | (values == np.float32(4.6))))
+    with pytest.raises(GliosegError) as error:
+        build_manifest(raw_copy, "brats2021", "tiny")
+    assert f"BraTS2021_00003: label: label values are not whole numbers: {bad} voxels hold values such as 1.5, 4.6 ({seg})" \
+        in error.value.message
+
+
+def test_nan_label_is_reported_as_nan(raw_copy):
+    seg = rewrite(raw_copy / "BraTS2021_00005" / "BraTS2021_00005_seg.nii.gz", set_flat({7: np.nan}), np.float32)
+    with pytest.raises(GliosegError) as error:
+        build_manifest(raw_copy, "brats2021", "tiny")
+    assert f"BraTS2021_00005: label: label map has 1 NaN voxel ({seg})" in error.value.message
+    assert "2147483648" not in error.value.message
+
+
+def test_whole_float_labels_are_read_as_their_integers(raw_copy):
+    rewrite(raw_copy / "BraTS2021_00002" / "BraTS2021_00002_seg.nii.gz", lambda d: None, np.float32)
+    frame, _ = build_manifest(raw_copy, "brats2021", "tiny")
+    assert len(frame) == 6

@@ -1,13 +1,20 @@
 import json
+import logging
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
+from glioseg.cli import main as cli_main
+from glioseg.datasets.layouts import custom_convention
 from glioseg.errors import GliosegError
-from glioseg.manifest import read_dataset_info, read_manifest
+from glioseg.manifest import DatasetInfo, read_dataset_info, read_manifest, write_manifest
 from glioseg.nifti import read_volume
 from glioseg.preprocess import (
     brain_box,
+    cache_digest,
     cached_paths,
     crop,
     normalise,
@@ -88,3 +95,191 @@ def test_a_blank_case_is_named(tiny_manifest, tmp_path):
     with pytest.raises(GliosegError, match="every modality is zero"):
         preprocess_dataset(blank, info, tmp_path / "cache", margin=0)
     assert not (tmp_path / "cache").exists()
+
+
+# ---------------------------------------------------------------- the brain: masks and background rules
+
+SHAPE = (20, 18, 16)
+BRAIN = (slice(4, 15), slice(3, 12), slice(2, 13))
+TUMOUR = (slice(7, 10), slice(5, 8), slice(5, 9))
+WT_ONLY = custom_convention({1: ["WT"]})
+INFO = DatasetInfo("d", "custom", ("t1", "flair"), WT_ONLY)
+
+
+def save(path: Path, data: np.ndarray) -> str:
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return str(path)
+
+
+def skull_stripped(seed: int = 0) -> np.ndarray:
+    """Two channels of brain intensities inside BRAIN on a 0 background."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((2, *SHAPE), np.float32)
+    image[(slice(None), *BRAIN)] = rng.normal([[[[300.0]]], [[[120.0]]]], [[[[50.0]]], [[[20.0]]]], size=(2, 11, 9, 11))
+    return image
+
+
+def zscored(image: np.ndarray) -> np.ndarray:
+    """Each channel z-scored over the whole volume, as some BraTS 2013/2015 cases are distributed: constant background < 0."""
+    mean, std = image.mean(axis=(1, 2, 3), keepdims=True), image.std(axis=(1, 2, 3), keepdims=True)
+    return ((image - mean) / std).astype(np.float32)
+
+
+def case_row(folder: Path, image: np.ndarray, label: np.ndarray | None = None, mask: np.ndarray | None = None,
+             case: str = "c1") -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    if label is None:
+        label = np.zeros(SHAPE, np.uint8)
+        label[TUMOUR] = 1
+    row = {"case": case, "patient": case, "group": "", "image_t1": save(folder / f"{case}_t1.nii.gz", image[0]),
+           "image_flair": save(folder / f"{case}_flair.nii.gz", image[1]), "label": save(folder / f"{case}_seg.nii.gz", label)}
+    if mask is not None:
+        row["mask"] = save(folder / f"{case}_brainmask.nii.gz", mask.astype(np.uint8))
+    return row
+
+
+def run(tmp_path: Path, rows: list[dict[str, str]], name: str = "cache", margin: int = 0, **kwargs) -> tuple[Path, dict]:
+    out = tmp_path / name
+    preprocess_dataset(pd.DataFrame(rows), INFO, out, margin, **kwargs)
+    return out, json.loads((out / "properties.json").read_text())
+
+
+def brain_voxels(shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    brain = np.zeros(shape, bool)
+    brain[BRAIN] = True
+    return brain
+
+
+def test_zero_background_is_the_default_and_is_recorded(tmp_path):
+    out, properties = run(tmp_path, [case_row(tmp_path / "raw", skull_stripped())])
+    props = properties["cases"]["c1"]
+    assert properties["background"] == "zero"
+    assert props["brain"] == {"method": "zero", "fraction": round(11 * 9 * 11 / np.prod(SHAPE), 6)}
+    assert props["crop"] == {"start": [4, 3, 2], "stop": [15, 12, 13]}
+
+
+def test_a_constant_nonzero_background_keeps_the_whole_volume_and_is_warned(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="glioseg.preprocess")
+    rows = [case_row(tmp_path / "raw", zscored(skull_stripped()), case=c) for c in ("c1", "c2")]
+    _, properties = run(tmp_path, rows)
+    assert properties["cases"]["c1"]["crop"] == {"start": [0, 0, 0], "stop": list(SHAPE)}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("c1: the brain (found by rule 'zero') is 100.0% of the volume") and "background: mode" in m for m in warnings)
+    assert "d: 2 of 2 cases kept their whole volume when cropped to the brain: c1, c2" in warnings
+
+
+def test_mode_background_crops_to_the_brain_and_zscores_over_it_only(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="glioseg.preprocess")
+    raw = zscored(skull_stripped())
+    out, properties = run(tmp_path, [case_row(tmp_path / "raw", raw)], background="mode")
+    props = properties["cases"]["c1"]
+    assert properties["background"] == "mode"
+    assert props["crop"] == {"start": [4, 3, 2], "stop": [15, 12, 13]}
+    assert props["brain"]["method"] == "mode" and props["brain"]["fraction"] == round(11 * 9 * 11 / np.prod(SHAPE), 6)
+    np.testing.assert_allclose(props["brain"]["background"], raw[:, 0, 0, 0])
+    image = np.load(cached_paths(out, "c1")[0])
+    for channel in image:
+        assert abs(channel.mean()) < 1e-5 and abs(channel.std() - 1) < 1e-4  # the crop is all brain here
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_mode_background_sets_the_background_inside_the_crop_to_zero(tmp_path):
+    raw = zscored(skull_stripped())
+    out, _ = run(tmp_path, [case_row(tmp_path / "raw", raw)], margin=2, background="mode")
+    image = np.load(cached_paths(out, "c1")[0])
+    brain = crop(brain_voxels()[None], brain_box(brain_voxels()[None], 2))[0]
+    assert image.shape[1:] == (15, 13, 15)
+    assert np.all(image[:, ~brain] == 0)
+    for channel in image:
+        assert abs(channel[brain].mean()) < 1e-5 and abs(channel[brain].std() - 1) < 1e-4
+
+
+def test_a_brain_mask_decides_the_crop_and_the_zscore_over_any_background_rule(tmp_path):
+    raw = zscored(skull_stripped())
+    mask = np.zeros(SHAPE, bool)
+    mask[5:14, 4:11, 3:12] = True  # tighter than the nonzero region
+    out, properties = run(tmp_path, [case_row(tmp_path / "raw", raw, mask=mask)], background="mode")
+    props = properties["cases"]["c1"]
+    assert props["brain"] == {"method": "mask", "fraction": round(float(mask.mean()), 6)}
+    assert props["crop"] == {"start": [5, 4, 3], "stop": [14, 11, 12]}
+    image = np.load(cached_paths(out, "c1")[0])
+    expected = (raw[:, 5:14, 4:11, 3:12] - raw[:, mask].mean(axis=1)[:, None, None, None]) / raw[:, mask].std(axis=1)[:, None, None, None]
+    np.testing.assert_allclose(image, expected, atol=1e-4)
+
+
+def test_an_empty_brain_mask_is_named(tmp_path):
+    row = case_row(tmp_path / "raw", skull_stripped(), mask=np.zeros(SHAPE, bool))
+    with pytest.raises(GliosegError, match="the brain mask is empty") as error:
+        run(tmp_path, [row])
+    assert str(error.value.path) == row["mask"]
+
+
+def test_cli_preprocess_takes_the_background_rule(tmp_path):
+    row = case_row(tmp_path / "raw", zscored(skull_stripped()))
+    write_manifest(pd.DataFrame([row]), INFO, tmp_path / "d.csv", tmp_path / "d.json")
+    argv = ["preprocess", "--manifest", str(tmp_path / "d.csv"), "--info", str(tmp_path / "d.json"), "--margin", "1",
+            "--background", "mode", "--out", str(tmp_path / "cache")]
+    assert cli_main(argv) == 0
+    properties = json.loads((tmp_path / "cache" / "properties.json").read_text())
+    assert properties["background"] == "mode" and properties["cases"]["c1"]["crop"] == {"start": [3, 2, 1], "stop": [16, 13, 14]}
+
+
+# ---------------------------------------------------------------- the same checks as the manifest
+
+
+def test_preprocess_refuses_non_finite_image_voxels(tmp_path):
+    image = skull_stripped()
+    image[1, 6, 6, 6] = np.nan
+    row = case_row(tmp_path / "raw", image)
+    with pytest.raises(GliosegError, match="image has 1 NaN voxel") as error:
+        run(tmp_path, [row])
+    assert str(error.value.path) == row["image_flair"]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_preprocess_refuses_fractional_labels_instead_of_truncating_them(tmp_path):
+    label = np.zeros(SHAPE, np.float32)
+    label[TUMOUR] = 1.5
+    row = case_row(tmp_path / "raw", skull_stripped(), label=label)
+    with pytest.raises(GliosegError, match=r"label values are not whole numbers: 36 voxels hold values such as 1\.5") as error:
+        run(tmp_path, [row])
+    assert str(error.value.path) == row["label"]
+
+
+# ---------------------------------------------------------------- the cache digest
+
+
+def test_the_digest_is_stored_stable_and_follows_margin_and_content(tiny_manifest, tmp_path):
+    csv, info_json = tiny_manifest
+    manifest, info = read_manifest(csv), read_dataset_info(info_json)
+    digests = {}
+    for name, margin in (("a", 1), ("b", 1), ("c", 2)):
+        preprocess_dataset(manifest, info, tmp_path / name, margin=margin)
+        digests[name] = json.loads((tmp_path / name / "properties.json").read_text())["digest"]
+        assert cache_digest(tmp_path / name) == digests[name]
+    assert len(digests["a"]) == 64 and int(digests["a"], 16) >= 0
+    assert digests["a"] == digests["b"]  # the same input twice
+    assert digests["c"] != digests["a"]  # another margin
+    flair = tmp_path / "flair.nii.gz"
+    source = nib.load(manifest.loc[2, "image_flair"])
+    data = np.asarray(source.dataobj).copy()
+    data[24, 24, 16] += 1
+    nib.save(nib.Nifti1Image(data, source.affine, source.header), flair)
+    preprocess_dataset(manifest.assign(image_flair=lambda f: f["image_flair"].where(f.index != 2, str(flair))), info,
+                       tmp_path / "d", margin=1)
+    assert cache_digest(tmp_path / "d") != digests["a"]  # one voxel
+
+
+def test_a_cache_without_a_stored_digest_gets_the_same_digest_from_its_files(tiny_manifest, tmp_path):
+    csv, info_json = tiny_manifest
+    preprocess_dataset(read_manifest(csv), read_dataset_info(info_json), tmp_path / "cache", margin=1)
+    path = tmp_path / "cache" / "properties.json"
+    properties = json.loads(path.read_text())
+    stored = properties.pop("digest")
+    path.write_text(json.dumps(properties))
+    assert cache_digest(tmp_path / "cache") == stored
+    image_path, _ = cached_paths(tmp_path / "cache", "BraTS2021_00004")
+    image = np.load(image_path)
+    image[0, 3, 3, 3] += 1.0
+    np.save(image_path, image)
+    assert cache_digest(tmp_path / "cache") != stored

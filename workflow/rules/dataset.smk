@@ -69,6 +69,7 @@ rule preprocess:
         directory(f"{R}/preprocessed/{{dataset}}"),
     params:
         margin=lambda w: DATASETS[w.dataset]["preprocess"]["margin"],
+        background=lambda w: DATASETS[w.dataset]["preprocess"]["background"],
     log:
         f"{R}/logs/preprocess/{{dataset}}.log",
     resources:
@@ -78,4 +79,4 @@ rule preprocess:
         "../../envs/glioseg.yaml"
     shell:
         "glioseg --log {log} preprocess --manifest {input.csv} --info {input.info}"
-        " --margin {params.margin} --out {output}"
+        " --margin {params.margin} --background {params.background} --out {output}"

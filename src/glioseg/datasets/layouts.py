@@ -36,14 +36,26 @@ class CaseFiles:
     images: dict[str, Path | None]
     label: Path | None
     extra: dict[str, str] = field(default_factory=dict)
+    mask: Path | None = None
 
 
 @dataclass(frozen=True)
 class Layout:
+    """A dataset's file layout.
+
+    ``masks``: every case comes with a brain-mask file (``CaseFiles.mask``),
+    which preprocessing then trusts over any rule for finding the brain.
+    ``physical_spacing``: whether the voxel spacing is a size in millimetres;
+    when it is not (slices stacked from images with no spacing), distances
+    such as HD95 are in pixels and are labelled so.
+    """
+
     name: str
     modalities: tuple[str, ...]
     convention: LabelConvention
     find_cases: Callable[[Path], list[CaseFiles]]
+    masks: bool = False
+    physical_spacing: bool = True
 
 
 def _existing(path: Path) -> Path | None:
@@ -247,7 +259,7 @@ def _brats2023_cases(root: Path) -> list[CaseFiles]:
 #: ``TCGA_<inst>_<patient>_<date>``: the patient is the folder name without the scan date.
 LGG_CASE = re.compile(r"^(?P<patient>TCGA_[A-Za-z0-9]+_[A-Za-z0-9]+)_\d{8}$")
 LGG_MODALITIES = ("pre", "flair", "post")
-_LGG_RESERVED = {"case", "patient", "group", "label"}
+_LGG_RESERVED = {"case", "patient", "group", "label", "mask"}
 
 
 def _lgg_metadata(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -300,29 +312,53 @@ def _lgg_kaggle3m_cases(root: Path) -> list[CaseFiles]:
 
 # ---------------------------------------------------------------- custom
 
-_CUSTOM_KEYS = {"modalities", "label", "labels", "cases", "patient", "group"}
+#: The keys of the custom layout's ``layout_options`` (the config schema's ``layout_options`` lists the same).
+CUSTOM_OPTIONS = frozenset({"modalities", "label", "labels", "mask", "cases", "patient", "group"})
+_MODALITY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_PLACEHOLDER = re.compile(r"\{[^}]*\}")
 
 
 def _spec_error(problem: str) -> GliosegError:
     return GliosegError(
         f"custom layout: {problem}",
         hint="fix the dataset's layout_options: modalities {name: pattern}, label: pattern, labels {value: [TC|WT|ET, ...]}, "
-        "and optionally cases (a folder glob), patient and group (regexes with a named group).",
+        "and optionally mask (a brain-mask pattern), cases (a folder glob), patient and group (regexes with a named group); "
+        "see docs/custom-layout.md.",
     )
 
 
-def _check_spec(spec: Mapping[str, Any]) -> None:
-    unknown = sorted(set(spec) - _CUSTOM_KEYS)
+def _check_pattern(key: str, pattern: Any, inside: str = "the case folder", placeholders: frozenset[str] = frozenset({"{case}"})) -> None:
+    """A pattern is a glob relative to ``inside`` that uses no placeholder but ``placeholders``."""
+    if not isinstance(pattern, str) or not pattern:
+        raise _spec_error(f"'{key}' must be a file pattern (a glob relative to {inside})")
+    unknown = sorted(set(_PLACEHOLDER.findall(pattern)) - placeholders)
     if unknown:
-        raise _spec_error(f"unknown keys {unknown}; allowed: {sorted(_CUSTOM_KEYS)}")
+        allowed = f"the only one is {', '.join(sorted(placeholders))}" if placeholders else "it takes none"
+        raise _spec_error(f"the '{key}' pattern {pattern!r} has placeholders {unknown}; {allowed}")
+    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        raise _spec_error(f"the '{key}' pattern {pattern!r} must stay inside {inside} (no leading / and no ..)")
+
+
+def _check_spec(spec: Mapping[str, Any]) -> None:
+    unknown = sorted(set(spec) - CUSTOM_OPTIONS)
+    if unknown:
+        raise _spec_error(f"unknown keys {unknown}; allowed: {sorted(CUSTOM_OPTIONS)}")
     missing = sorted({"modalities", "label", "labels"} - set(spec))
     if missing:
         raise _spec_error(f"missing keys {missing}")
     modalities = spec["modalities"]
     if not isinstance(modalities, Mapping) or not modalities or not all(isinstance(p, str) for p in modalities.values()):
         raise _spec_error("'modalities' must map each modality name to a file pattern")
-    if not isinstance(spec["label"], str):
-        raise _spec_error("'label' must be a file pattern")
+    bad_names = [str(name) for name in modalities if not _MODALITY_NAME.match(str(name))]
+    if bad_names:
+        raise _spec_error(f"modality names {bad_names} must be letters, digits, _ and - (they become manifest columns image_<name>)")
+    for name, pattern in modalities.items():
+        _check_pattern(f"modalities → {name}", pattern)
+    for key in ("label", "mask"):
+        if key in spec:
+            _check_pattern(key, spec[key])
+    if "cases" in spec:
+        _check_pattern("cases", spec["cases"], inside="the dataset folder", placeholders=frozenset())
 
 
 def _named_regex(spec: Mapping[str, Any], key: str) -> re.Pattern[str] | None:
@@ -413,18 +449,20 @@ def custom_layout(spec: Mapping[str, Any]) -> Layout:
     standing for the case id; each must match at most one file)::
 
         modalities: {t1c: "{case}_T1c.nii.gz", flair: "anat/*FLAIR*.nii.gz"}   # any subset, in channel order
-        label: "{case}_mask.nii.gz"
+        label: "{case}_seg.nii.gz"
         labels: {1: [WT]}              # value -> regions among TC, WT, ET
+        mask: "{case}_brainmask.nii.gz"   # optional: a 0/1 brain mask per case, used to crop and normalise
         cases: "*"                     # optional folder glob under the root; case id = folder name
         patient: "^(?P<patient>P\\d+)"  # optional; default: patient = case id
         group: "(?P<group>HGG|LGG)/"   # optional; searched in the folder's path under the root, no match = ""
 
-    The spec is checked here, so a config mistake fails before any file is read.
+    The spec is checked here, so a config mistake fails before any file is read
+    (docs/custom-layout.md has a worked example).
     """
     _check_spec(spec)
     modalities = {str(name): str(pattern) for name, pattern in spec["modalities"].items()}
     convention = custom_convention(spec["labels"])
-    label = spec["label"]
+    label, mask = spec["label"], spec.get("mask")
     case_glob = str(spec.get("cases", "*"))
     patient, group = _named_regex(spec, "patient"), _named_regex(spec, "group")
 
@@ -437,12 +475,13 @@ def custom_layout(spec: Mapping[str, Any]) -> Layout:
                 group=_group(group, folder.relative_to(root).as_posix()),
                 images={m: _single_match(folder, pattern, folder.name) for m, pattern in modalities.items()},
                 label=_single_match(folder, label, folder.name),
+                mask=_single_match(folder, mask, folder.name) if mask else None,
             )
             for folder in folders
         )
         return _in_case_order(cases, root)
 
-    return Layout("custom", tuple(modalities), convention, find_cases)
+    return Layout("custom", tuple(modalities), convention, find_cases, masks=mask is not None)
 
 
 # ---------------------------------------------------------------- registry
@@ -452,7 +491,8 @@ BRATS2019 = Layout("brats2019", _BRATS_MODALITIES, BRATS, _brats2019_cases)
 BRATS2020 = Layout("brats2020", _BRATS_MODALITIES, BRATS, _brats2020_cases)
 BRATS2021 = Layout("brats2021", _BRATS_MODALITIES, BRATS, _brats2021_cases)
 BRATS2023 = Layout("brats2023", ("t1n", "t1c", "t2w", "t2f"), BRATS2023_LABELS, _brats2023_cases)
-LGG_KAGGLE3M = Layout("lgg_kaggle3m", LGG_MODALITIES, LGG, _lgg_kaggle3m_cases)
+#: Stacked from tifs that carry no spacing (glioseg.datasets.lgg): unit voxels, distances in pixels.
+LGG_KAGGLE3M = Layout("lgg_kaggle3m", LGG_MODALITIES, LGG, _lgg_kaggle3m_cases, physical_spacing=False)
 
 #: Layouts fixed by their dataset's release.
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023, LGG_KAGGLE3M)}
@@ -477,3 +517,18 @@ def get_layout(name: str, options: Mapping[str, Any] | None = None) -> Layout:
     if options:
         raise GliosegError(f"the {name} layout takes no layout_options", hint="remove layout_options, or use layout: custom.")
     return LAYOUTS[name]
+
+
+def check_layout_options(dataset: str, layout: str, options: Mapping[str, Any] | None, source: str | Path = "config") -> None:
+    """Check a dataset's ``layout`` and ``layout_options`` as far as can be done without reading data.
+
+    What the config schema cannot say (a regex without its named group,
+    label regions that overlap without nesting, an unknown placeholder in a
+    pattern) would otherwise surface only when the manifest job runs.
+    """
+    try:
+        get_layout(layout, options)
+    except KeyError as exc:
+        raise GliosegError(f"dataset '{dataset}': {exc.args[0]}", path=source, hint="use one of the known layouts.") from None
+    except GliosegError as exc:
+        raise GliosegError(f"dataset '{dataset}': {exc.problem}", path=source, hint=exc.hint) from None

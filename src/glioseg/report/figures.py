@@ -25,13 +25,14 @@ from glioseg.atomic import atomic_path
 from glioseg.labels import REGIONS
 from glioseg.nifti import load_image
 from glioseg.report.summary import read_checked_csv
+from glioseg.tables import hd95_unit
 
 DPI = 120
 PLOTTED_HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice_mean")
 # Label value -> colour. Enhancing tumour is 4 in BraTS 2018-2021 and 3 in BraTS 2023.
 LABEL_COLOURS: dict[int, str] = {1: "red", 2: "limegreen", 3: "yellow", 4: "yellow"}
 _LABEL_NAMES = ((1, "necrosis / non-enhancing (1)"), (2, "edema (2)"), (4, "enhancing (4; 3 in BraTS 2023)"))
-_BOX_METRICS = (("dice", "Dice"), ("hd95", "HD95 (mm)"))
+_BOX_METRICS = (("dice", "Dice"), ("hd95", "HD95 ({unit})"))  # unit: mm, or px where the spacing is not physical
 _OVERLAY_ALPHA = 0.45
 _View = tuple[np.ndarray, tuple[float, float]]  # a displayed slice and its (low, high) grey window
 
@@ -77,7 +78,8 @@ def plot_score_boxplots(scores: pd.DataFrame, out: str | Path | None = None) -> 
     fig = Figure(figsize=(width, 6.5), layout="constrained")
     axes = fig.subplots(len(_BOX_METRICS), len(REGIONS), squeeze=False, sharey="row")
     rng = np.random.default_rng(0)
-    for row, (metric, metric_label) in enumerate(_BOX_METRICS):
+    for row, (metric, label_format) in enumerate(_BOX_METRICS):
+        metric_label = label_format.format(unit=hd95_unit(scores))
         for col, region in enumerate(REGIONS):
             ax = axes[row, col]
             values = [rows.loc[rows["region"] == region, metric].to_numpy() for _, _, rows in groups]

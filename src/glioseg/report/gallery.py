@@ -59,7 +59,7 @@ ROLES: dict[str, tuple[str, Pick]] = {
 
 def pick_gallery(slice_scores: pd.DataFrame, per_role: int = 4, region: str = "WT") -> pd.DataFrame:
     """Up to ``per_role`` slices per role (columns as the slice scores plus ``role``); ties broken by case and slice."""
-    scores = slice_scores[slice_scores["region"] == region].sort_values(["case", "slice"], kind="stable")
+    scores = slice_scores[slice_scores["region"] == region].sort_values(["case", "slice_number"], kind="stable")
     picks = []
     for role, (_, pick) in ROLES.items():
         chosen = pick(scores).head(per_role)
@@ -92,7 +92,9 @@ def plot_gallery(slice_csvs: list[str | Path], manifest: pd.DataFrame, predictio
 
 
 def _draw_slice(ax, pick: pd.Series, entry: pd.Series, modality: str, predictions: Path) -> None:
-    z = int(pick["slice"])
+    """One picked slice; its title gives the slice number counted from 1, as the LGG tif files are numbered."""
+    number = int(pick["slice_number"])
+    z = number - 1
     image = axial_slice(load_image(entry[modality]), z).astype(np.float32)
     truth = axial_slice(load_image(entry["label"]), z) > 0
     prediction = axial_slice(load_image(predictions / f"{pick['case']}.nii.gz"), z) > 0
@@ -102,4 +104,4 @@ def _draw_slice(ax, pick: pd.Series, entry: pd.Series, modality: str, prediction
     for mask, colour in ((truth, "lime"), (prediction, "red")):
         if mask.any():
             ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
-    ax.set_title(f"{pick['case']}\nslice {z} · Dice {pick['dice']:.2f}", fontsize="x-small")
+    ax.set_title(f"{pick['case']}\nslice {number} · Dice {pick['dice']:.2f}", fontsize="x-small")

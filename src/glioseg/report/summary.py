@@ -21,7 +21,7 @@ from pandas.api.typing import SeriesGroupBy
 from glioseg.atomic import write_csv, write_text
 from glioseg.errors import GliosegError
 from glioseg.labels import REGIONS
-from glioseg.tables import SCORE_COLUMNS
+from glioseg.tables import HD95_UNIT, SCORE_COLUMNS, hd95_unit
 
 METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 ENSEMBLE_FOLD = -1
@@ -142,11 +142,11 @@ def markdown_report(scores: pd.DataFrame) -> str:
     sections = [
         "# Segmentation scores",
         "Values are mean ± sample std (ddof=1; 0.000 when there is a single value). "
-        "Dice to 3 decimals; HD95 in mm to 1 decimal.",
+        f"Dice to 3 decimals; {_hd95_note(scores)}",
         "## Mean ± std over cases (all folds pooled)",
-        _summary_table(case_summary(scores), "n_cases", "cases"),
+        _summary_table(case_summary(scores), "n_cases", "cases", hd95_unit(scores)),
         "## Mean ± std over folds (each fold's mean over its cases first)",
-        _summary_table(fold_summary(scores), "n_folds", "folds"),
+        _summary_table(fold_summary(scores), "n_folds", "folds", hd95_unit(scores)),
         "## Dice per fold (mean ± std over the fold's cases)",
         _per_fold_table(per_fold_summary(scores)),
         "## Per region over all voxels of the evaluated cases (confusion counts pooled; `mean` averages the regions)",
@@ -198,7 +198,18 @@ def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 _FORMATS = {"dice": ".3f", "hd95": ".1f"}
-_HEADINGS = {"dice": "Dice {}", "hd95": "HD95 {} (mm)"}
+_HEADINGS = {"dice": "Dice {}", "hd95": "HD95 {} ({unit})"}
+
+
+def _hd95_note(scores: pd.DataFrame) -> str:
+    """HD95's unit in words: pixels where a dataset's voxels have no physical size (LGG kaggle_3m), else mm."""
+    unit = hd95_unit(scores)
+    if unit == "mm":
+        return "HD95 in mm to 1 decimal."
+    if unit == "px":
+        return "HD95 in px (pixels: these datasets' voxels have no physical size) to 1 decimal."
+    pixels = sorted(set(scores.loc[scores[HD95_UNIT] == "px", "dataset"]))
+    return f"HD95 to 1 decimal, in mm except in px (pixels: voxels with no physical size) for {', '.join(pixels)}."
 
 
 def _cell(row: pd.Series | None, metric: str) -> str:
@@ -208,10 +219,10 @@ def _cell(row: pd.Series | None, metric: str) -> str:
     return f"{row['mean']:{fmt}} ± {row['std']:{fmt}}"
 
 
-def _summary_table(summary: pd.DataFrame, count_column: str, count_heading: str) -> str:
-    """One row per (experiment, dataset); Dice then HD95 columns for each region."""
+def _summary_table(summary: pd.DataFrame, count_column: str, count_heading: str, unit: str = "mm") -> str:
+    """One row per (experiment, dataset); Dice then HD95 columns (in ``unit``) for each region."""
     header = ["experiment", "dataset", count_heading]
-    header += [_HEADINGS[m].format(r) for m in _FORMATS for r in REGIONS]
+    header += [_HEADINGS[m].format(r, unit=unit) for m in _FORMATS for r in REGIONS]
     rows = []
     for (experiment, dataset), group in summary.groupby(["experiment", "dataset"], sort=False):
         cells = _lookup(group)
