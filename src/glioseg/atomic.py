@@ -1,20 +1,43 @@
 """Atomic outputs: a killed job never leaves a file or folder that looks complete.
 
 Everything is written under a temporary sibling name in the same directory (so
-the final ``os.replace`` is a rename on one file system) and renamed into place
-only once it is whole.
+every rename stays on one file system) and renamed into place only once it is
+whole. A folder that already exists is never deleted in place: it is swapped
+out by a rename and deleted afterwards, so the path holds the old tree or the
+new one, whole, whenever the job is killed.
+
+While it works, a writer holds a lock on ``.<name>.lock`` beside the final
+path. A second writer of the same path fails at once, naming the first; and
+since the kernel drops the lock of a dead process, a writer that gets the lock
+knows that any temporary sibling of the same name is a killed writer's
+leftover, and removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from glioseg.errors import GliosegError
+
+# The random part of tempfile's names (8 characters of this alphabet): how a leftover is told from other files.
+_TOKEN = "[a-z0-9_]{8}"
+# flock errors that mean this file system has no locks (some NFS, Lustre and FUSE mounts), not that it is taken.
+_NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def _umask() -> int:
@@ -35,33 +58,173 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     matplotlib's ``.png``) behave as they would on the final path.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes), dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _writer(final):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes), dir=final.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; it replaces ``path`` only when the block succeeds."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    with _writer(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())
+            _remove(_swap_in(tmp, final))
+        finally:
+            _remove(tmp)
+
+
+def _swap_in(tmp: Path, final: Path) -> Path:
+    """Rename ``tmp`` to ``final`` and return where the old ``final`` went, for the caller to delete.
+
+    Where the kernel can swap two names in one step (Linux ``renameat2``) the
+    path is never empty; elsewhere two renames leave it empty for an instant,
+    and a kill in that instant leaves the old tree under a hidden ``.old``
+    name for the next writer to remove. Never a partial tree.
+    """
+    if not os.path.lexists(final):
+        os.rename(tmp, final)
+        return tmp
+    if _exchange(tmp, final):
+        return tmp
+    aside = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
+    os.rename(final, aside)
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(aside, final)
+        raise
+    return aside
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the system or file system cannot (then nothing changed)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """glibc's ``renameat2`` (Linux 3.15+, glibc 2.28+), which Python's ``os`` does not expose; None elsewhere."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder tree if it is there; a link is removed, never followed."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+@contextlib.contextmanager
+def _writer(final: Path) -> Iterator[None]:
+    """Be the only writer of ``final`` for the block, and clear what killed writers of it left behind."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(final) as locked:
+        if locked:  # without locks a leftover cannot be told from a live writer's work: leave them all
+            _remove_leftovers(final)
+        yield
+
+
+@contextlib.contextmanager
+def _lock(final: Path) -> Iterator[bool]:
+    """Hold the lock of ``final`` for the block; yield False on file systems without locks.
+
+    The lock file is deleted on the way out (while still locked), so finished
+    writes leave nothing behind; a process that opened it just before finds,
+    once it gets the lock, that the name now points elsewhere, and tries again.
+    """
+    lock = final.with_name(f".{final.name}.lock")
+    fd = _acquire(lock, final)
+    if fd is None:
+        yield False
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode(), 0)
+        yield True
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _acquire(lock: Path, final: Path) -> int | None:
+    """An open, locked descriptor of ``lock``; None where the file system has no locks."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _busy(lock, final) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _NO_LOCKS:
+                raise
+            lock.unlink(missing_ok=True)
+            return None
+        if _still_named(fd, lock):
+            return fd
+        os.close(fd)
+
+
+def _still_named(fd: int, lock: Path) -> bool:
+    """True when ``lock`` still names the file open as ``fd`` (its holder may have deleted it meanwhile)."""
+    try:
+        here = os.stat(lock)
+    except FileNotFoundError:
+        return False
+    there = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _busy(lock: Path, final: Path) -> GliosegError:
+    """The error for a path another live process is writing."""
+    return GliosegError(
+        f"another process is writing this right now ({_holder(lock)})",
+        path=final,
+        hint="Wait for it to finish, or stop it, then run again; two writers of one path would undo each other's work.",
+    )
+
+
+def _holder(lock: Path) -> str:
+    """Who holds ``lock``, as its file says (best effort: the holder may not have written it yet)."""
+    try:
+        who = json.loads(lock.read_text(encoding="utf-8"))
+        return f"host {who['host']}, pid {who['pid']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "it has not said which yet"
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Delete the temporary and set-aside siblings of ``final`` (only of that exact name) that killed writers left."""
+    suffixes = re.escape("".join(final.suffixes))
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.{_TOKEN}\.(?:tmp|old)(?:{suffixes})?")
+    with os.scandir(final.parent) as entries:
+        stale = [Path(entry.path) for entry in entries if pattern.fullmatch(entry.name)]
+    for leftover in stale:
+        _remove(leftover)
 
 
 def write_text(path: str | Path, text: str) -> None:
