@@ -57,7 +57,12 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
     if args.sha256:
         verify_sha256(args.archive, args.sha256)
-    extract_archive(args.archive, args.out)
+    limits: dict[str, float] = {}  # flags left out keep extract_archive's defaults
+    if args.max_ratio is not None:
+        limits["max_ratio"] = args.max_ratio
+    if args.max_size_gb is not None:
+        limits["max_total_bytes"] = round(args.max_size_gb * 1e9)
+    extract_archive(args.archive, args.out, **limits)
 
 
 def cmd_stack_slices(args: argparse.Namespace) -> None:
@@ -269,6 +274,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", type=Path, required=True)
     p.add_argument("--sha256", help="verify the archive's SHA-256 first")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--max-ratio", type=float,
+                   help="refuse a member (of 256 MiB or more) that expands more than this many times (default 1000)")
+    p.add_argument("--max-size-gb", type=float,
+                   help="refuse to write more than this many GB in all, inner archives included (default 2000)")
 
     p = command("stack-slices", cmd_stack_slices, "Stack the LGG kaggle_3m 2D tif slices of each case into NIfTI volumes.")
     p.add_argument("--raw", type=Path, required=True)

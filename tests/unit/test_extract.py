@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import gzip
 import io
 import os
+import shutil
+import socket
 import stat
+import struct
+import subprocess
+import sys
 import tarfile
+import textwrap
+import time
+import warnings
 import zipfile
-from collections.abc import Sequence
+from collections import namedtuple
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from glioseg.acquire import extract
 from glioseg.acquire.extract import extract_archive
+from glioseg.cli import main as cli_main
 from glioseg.errors import GliosegError
 
 PAYLOAD = {
@@ -23,25 +35,36 @@ PAYLOAD = {
     "Case1/sub/seg.bin": bytes(range(256)) * 8,
 }
 TAR_MODES = {"tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
+OLD_DISK_HINT = "Check free disk space and write permission"  # what every write problem used to say
+
+Files = Mapping[str, bytes] | Sequence[tuple[str, bytes]]
 
 
 # ---------------------------------------------------------------- fixtures
 
 
-def make_zip(path: Path, files: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) -> Path:
-    """A zip holding `files` (name -> bytes); names are stored verbatim, even hostile ones."""
+def entries(files: Files) -> Sequence[tuple[str, bytes]]:
+    """(name, bytes) pairs from a dict, or from a list of pairs (which can repeat a name)."""
+    return list(files.items()) if isinstance(files, Mapping) else files
+
+
+def make_zip(path: Path, files: Files, *, compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A zip holding `files` (name -> bytes); names are stored verbatim, even hostile or repeated ones."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=compression) as zf:
-        for name, data in files.items():
-            zf.writestr(zipfile.ZipInfo(name), data)
+    with zipfile.ZipFile(path, "w", compression=compression) as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name" warning
+        for name, data in entries(files):
+            info = zipfile.ZipInfo(name)
+            info.compress_type = compression
+            zf.writestr(info, data)
     return path
 
 
-def make_tar(path: Path, files: dict[str, bytes], *, mode: str = "w", extra: Sequence[tarfile.TarInfo] = ()) -> Path:
+def make_tar(path: Path, files: Files, *, mode: str = "w", extra: Sequence[tarfile.TarInfo] = ()) -> Path:
     """A tar holding `files` as regular members, then any hand-built `extra` members (links, devices...)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, mode) as tf:
-        for name, data in files.items():
+        for name, data in entries(files):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -133,7 +156,7 @@ def test_setuid_and_readonly_bits_are_not_preserved(
     tmp_path: Path, dest: Path, data_filter: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not data_filter:
-        monkeypatch.setattr(extract, "_TAR_FILTER", {})
+        monkeypatch.setattr(extract, "_DATA_FILTER", None)
     tool = tarfile.TarInfo("locked/tool")
     tool.mode = 0o4777
     locked = tar_entry("locked", tarfile.DIRTYPE)
@@ -379,3 +402,327 @@ def test_successful_reextraction_replaces_dest_entirely(tmp_path: Path, dest: Pa
     extract_archive(make_zip(tmp_path / "in" / "old.zip", {"stale.txt": b"old"}), dest)
     extract_archive(make_zip(tmp_path / "in" / "new.zip", PAYLOAD), dest)
     assert tree(dest) == PAYLOAD
+
+
+# ---------------------------------------------------------------- decompression bombs
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def zip_of(path: Path, name: str, data_chunks: int, *, compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A zip whose one member `name` is `data_chunks` MiB of zeros, written in chunks (never all in memory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=compression) as zf, zf.open(name, "w") as member:
+        for _ in range(data_chunks):
+            member.write(bytes(1 << 20))
+    return path
+
+
+def expansion(archive: Path, name: str) -> str:
+    info = zipfile.ZipFile(archive).getinfo(name)
+    return f"{info.file_size / info.compress_size:.0f}-fold"
+
+
+def fake_free_space(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - free, free))
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The defect as reported: a zip of about 300 KB whose one member writes 300 MiB."""
+    return zip_of(tmp_path_factory.mktemp("bomb") / "bomb.zip", "zeros.bin", 300)
+
+
+def test_zip_bomb_is_refused_with_the_defaults_naming_member_and_ratio(zip_bomb: Path, dest: Path) -> None:
+    assert zip_bomb.stat().st_size < 400_000
+    with pytest.raises(GliosegError, match="refusing to extract: member 'zeros.bin' would expand") as err:
+        extract_archive(zip_bomb, dest)
+    message = str(err.value)
+    assert str(zip_bomb) in message and expansion(zip_bomb, "zeros.bin") in message and "--max-ratio" in message
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_an_empty_label_volume_is_not_taken_for_a_bomb(tmp_path: Path, dest: Path) -> None:
+    # An uncompressed 240x240x155 uint8 NIfTI label with no tumour deflates ~1030-fold: as far as deflate goes.
+    empty_label = bytes(352 + 240 * 240 * 155)
+    archive = make_zip(tmp_path / "in" / "labels.zip", {"Case1/seg.nii": empty_label})
+    extract_archive(archive, dest)
+    assert tree(dest) == {"Case1/seg.nii": empty_label}
+
+
+@pytest.fixture
+def small_ratio_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judge ratios from 1 MiB up, so a few MiB show what the defaults do to hundreds."""
+    monkeypatch.setattr(extract, "RATIO_MIN_BYTES", 1 << 20, raising=False)
+
+
+@pytest.mark.usefixtures("small_ratio_floor")
+def test_max_ratio_can_be_raised_for_a_genuine_archive(tmp_path: Path, dest: Path) -> None:
+    archive = zip_of(tmp_path / "in" / "masks.zip", "masks/empty.nii", 4, compression=zipfile.ZIP_BZIP2)
+    with pytest.raises(GliosegError, match=expansion(archive, "masks/empty.nii")):
+        extract_archive(archive, dest)
+    assert not dest.exists()
+    extract_archive(archive, dest, max_ratio=1e9)
+    assert tree(dest) == {"masks/empty.nii": bytes(4 << 20)}
+
+
+@pytest.mark.usefixtures("small_ratio_floor")
+def test_compressed_tar_is_judged_by_its_file_size_against_its_declared_total(tmp_path: Path, dest: Path) -> None:
+    archive = make_tar(tmp_path / "in" / "masks.tar.bz2", {"a.nii": bytes(2 << 20), "b.nii": bytes(2 << 20)}, mode="w:bz2")
+    ratio = f"{(4 << 20) / archive.stat().st_size:.0f}-fold"
+    with pytest.raises(GliosegError, match="its contents would expand") as err:
+        extract_archive(archive, dest)
+    assert ratio in str(err.value) and str(archive) in str(err.value)
+    extract_archive(archive, dest, max_ratio=None)
+    assert tree(dest) == {"a.nii": bytes(2 << 20), "b.nii": bytes(2 << 20)}
+
+
+@pytest.mark.usefixtures("small_ratio_floor")
+def test_inner_archives_get_the_ratio_check_too(tmp_path: Path, dest: Path) -> None:
+    inner = zip_of(tmp_path / "build" / "inner.zip", "zeros.bin", 4, compression=zipfile.ZIP_BZIP2)
+    archive = make_zip(tmp_path / "in" / "outer.zip", {"inner.zip": inner.read_bytes()})
+    with pytest.raises(GliosegError, match="member 'zeros.bin' would expand") as err:
+        extract_archive(archive, dest)
+    assert str(archive / "inner.zip") in str(err.value)
+    assert not dest.exists()
+
+
+def test_total_size_limit_counts_nested_archives_and_can_be_raised(tmp_path: Path, dest: Path) -> None:
+    inner = make_tar(tmp_path / "build" / "inner.tar", {"noise.bin": os.urandom(20_000)})
+    archive = make_zip(tmp_path / "in" / "outer.zip", {"inner.tar": inner.read_bytes()})
+    outer_total = inner.stat().st_size
+    with pytest.raises(GliosegError, match="over the limit of") as err:
+        extract_archive(archive, dest, max_total_bytes=outer_total + 10_000)
+    assert str(archive / "inner.tar") in str(err.value) and "--max-size-gb" in str(err.value)
+    assert not dest.exists()
+    extract_archive(archive, dest, max_total_bytes=outer_total + 30_000)
+    assert list(tree(dest)) == ["inner/noise.bin"]
+
+
+def test_not_enough_free_space_is_refused_before_writing(tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = make_zip(tmp_path / "in" / "data.zip", PAYLOAD)
+    fake_free_space(monkeypatch, extract.FREE_SPACE_MARGIN)  # the margin, and not a byte for the files
+    with pytest.raises(GliosegError, match="not enough free space") as err:
+        extract_archive(archive, dest)
+    assert str(dest) in str(err.value) and str(archive) in str(err.value)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_free_space_is_checked_again_for_each_inner_archive(tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inner = make_tar(tmp_path / "build" / "inner.tar.bz2", {"zeros.bin": bytes(1 << 20)}, mode="w:bz2")
+    archive = make_zip(tmp_path / "in" / "outer.zip", {"inner.tar.bz2": inner.read_bytes()})
+    fake_free_space(monkeypatch, extract.FREE_SPACE_MARGIN + 100_000)  # room for the outer zip, not for the inner tar
+    with pytest.raises(GliosegError, match="not enough free space") as err:
+        extract_archive(archive, dest)
+    assert str(archive / "inner.tar.bz2") in str(err.value)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
+@pytest.mark.parametrize(("real", "declared"), [(1 << 20, 1000), (8 << 20, 1000), (3 << 20, 1 << 20)],
+                         ids=["ends_in_the_first_read", "goes_on_and_on", "declares_whole_chunks"])
+def test_member_longer_than_its_header_declares_is_stopped(
+    tmp_path: Path, dest: Path, compression: int, real: int, declared: int
+) -> None:
+    archive = tmp_path / "in" / "liar.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w", compression=compression) as zf:
+        zf.writestr("scan.nii", bytes(real))
+    raw = bytearray(archive.read_bytes())
+    struct.pack_into("<I", raw, raw.find(b"PK\x03\x04") + 22, declared)  # uncompressed size, local header
+    struct.pack_into("<I", raw, raw.find(b"PK\x01\x02") + 24, declared)  # and central directory
+    archive.write_bytes(bytes(raw))
+    with pytest.raises(GliosegError, match=f"member 'scan.nii' holds more data than the {declared} bytes its header"):
+        extract_archive(archive, dest)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.usefixtures("small_ratio_floor")
+def test_cli_flags_raise_the_limits(tmp_path: Path) -> None:
+    masks = zip_of(tmp_path / "in" / "masks.zip", "empty.nii", 2, compression=zipfile.ZIP_BZIP2)
+    data = make_zip(tmp_path / "in" / "data.zip", PAYLOAD)
+    out = tmp_path / "out"
+    assert cli_main(["extract", "--archive", str(masks), "--out", str(out / "masks")]) == 2
+    assert cli_main(["extract", "--archive", str(masks), "--out", str(out / "masks"), "--max-ratio", "1e9"]) == 0
+    assert tree(out / "masks") == {"empty.nii": bytes(2 << 20)}
+    assert cli_main(["extract", "--archive", str(data), "--out", str(out / "data"), "--max-size-gb", "0.000001"]) == 2
+    assert not (out / "data").exists()
+    assert cli_main(["extract", "--archive", str(data), "--out", str(out / "data"), "--max-size-gb", "1"]) == 0
+    assert tree(out / "data") == PAYLOAD
+
+
+# ---------------------------------------------------------------- members that cannot all be written
+
+
+def make_archive(fmt: str, path: Path, files: Files) -> Path:
+    return make_zip(path, files) if fmt == "zip" else make_tar(path, files)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+@pytest.mark.parametrize("second", ["a/b.nii.gz", "a//b.nii.gz", "./a/b.nii.gz"], ids=["same", "double_slash", "dot"])
+def test_two_members_written_to_one_path_are_refused_naming_both(tmp_path: Path, dest: Path, fmt: str, second: str) -> None:
+    files = [("ok.txt", b"ok"), ("a/b.nii.gz", b"first"), (second, b"second")]
+    archive = make_archive(fmt, tmp_path / "in" / f"dup.{fmt}", files)
+    with pytest.raises(GliosegError, match="both written to 'a/b.nii.gz'") as err:
+        extract_archive(archive, dest)
+    message = str(err.value)
+    assert f"'a/b.nii.gz' (entry 2) and {second!r} (entry 3)" in message and str(archive) in message
+    assert OLD_DISK_HINT not in message
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+@pytest.mark.parametrize("files", [[("x", b"file"), ("x/y", b"in a folder")], [("x/y", b"in a folder"), ("x", b"file")]],
+                         ids=["file_first", "folder_first"])
+def test_a_file_and_a_folder_of_the_same_name_are_refused_naming_both(tmp_path: Path, dest: Path, fmt: str, files) -> None:
+    archive = make_archive(fmt, tmp_path / "in" / f"clash.{fmt}", files)
+    with pytest.raises(GliosegError, match="member 'x' .* is a file, but member 'x/y' .* needs a folder") as err:
+        extract_archive(archive, dest)
+    assert str(archive) in str(err.value) and OLD_DISK_HINT not in str(err.value)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+def test_member_name_over_the_file_system_limit_is_named(tmp_path: Path, dest: Path, fmt: str) -> None:
+    name = "c" * 300 + "/seg.nii.gz"
+    archive = make_archive(fmt, tmp_path / "in" / f"long.{fmt}", {"ok.txt": b"ok", name: b"x"})
+    with pytest.raises(GliosegError, match="has a name part of 300 bytes") as err:
+        extract_archive(archive, dest)
+    assert name in str(err.value) and OLD_DISK_HINT not in str(err.value)
+    assert not dest.exists()
+
+
+def test_member_path_over_the_system_limit_is_named(tmp_path: Path, dest: Path) -> None:
+    name = "/".join(["d" * 200] * 25) + "/seg.nii.gz"
+    archive = make_zip(tmp_path / "in" / "deep.zip", {name: b"x"})
+    with pytest.raises(GliosegError, match="would get a path of .* bytes below the destination") as err:
+        extract_archive(archive, dest)
+    assert name in str(err.value) and "shorter path" in str(err.value) and OLD_DISK_HINT not in str(err.value)
+    assert not dest.exists()
+
+
+def test_inner_archive_named_only_by_its_extension_is_a_clear_error(tmp_path: Path, dest: Path) -> None:
+    inner = make_zip(tmp_path / "build" / "inner.zip", {"a.txt": b"a"}).read_bytes()
+    archive = make_zip(tmp_path / "in" / "outer.zip", {"sub/.zip": inner})
+    with pytest.raises(GliosegError, match="only an extension") as err:
+        extract_archive(archive, dest)
+    assert str(archive / "sub" / ".zip") in str(err.value)
+    assert not dest.exists()
+
+
+# ---------------------------------------------------------------- destinations that are not what they seem
+
+
+def test_destination_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "keep.txt").write_text("keep")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    archive = make_zip(tmp_path / "in" / "data.zip", PAYLOAD)
+    with pytest.raises(GliosegError, match="the destination is a symbolic link") as err:
+        extract_archive(archive, link)
+    assert str(real) in str(err.value) and OLD_DISK_HINT not in str(err.value)
+    assert link.is_symlink() and tree(real) == {"keep.txt": b"keep"}
+
+
+def test_destination_that_is_a_file_is_refused_not_replaced(tmp_path: Path) -> None:
+    archive = make_zip(tmp_path / "in" / "data.zip", PAYLOAD)
+    before = archive.read_bytes()
+    with pytest.raises(GliosegError, match="is a file, not a folder") as err:
+        extract_archive(archive, archive)  # --out given the archive's own path by mistake
+    assert OLD_DISK_HINT not in str(err.value)
+    assert archive.read_bytes() == before
+
+
+def test_destination_below_a_broken_symlink_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    archive = make_zip(tmp_path / "in" / "data.zip", PAYLOAD)
+    with pytest.raises(GliosegError, match="is a symbolic link to .*gone, which does not exist") as err:
+        extract_archive(archive, tmp_path / "out" / "dataset")
+    assert OLD_DISK_HINT not in str(err.value)
+    assert not (tmp_path / "gone").exists()
+
+
+def test_destination_below_a_symlinked_folder_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "data").symlink_to(tmp_path / "scratch")
+    extract_archive(make_zip(tmp_path / "in" / "data.zip", PAYLOAD), tmp_path / "data" / "raw")
+    assert tree(tmp_path / "scratch" / "raw") == PAYLOAD
+
+
+# A first extraction that stops (as if slow) right before it writes, after saying so.
+PAUSED_EXTRACTION = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from glioseg.acquire import extract
+
+    archive, dest, ready = map(Path, sys.argv[1:])
+    real_progress = extract._progress
+
+    def paused(members, label):
+        ready.write_text("extracting")
+        time.sleep(120)
+        return real_progress(members, label)
+
+    extract._progress = paused
+    extract.extract_archive(archive, dest)
+    """
+)
+
+
+def test_second_extraction_into_the_same_dest_fails_at_once_naming_the_first(tmp_path: Path, dest: Path) -> None:
+    archive = make_zip(tmp_path / "in" / "data.zip", PAYLOAD)
+    ready = tmp_path / "ready"
+    first = subprocess.Popen([sys.executable, "-c", PAUSED_EXTRACTION, str(archive), str(dest), str(ready)])
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), f"the first extraction never started (exit code {first.poll()})"
+        started = time.monotonic()
+        with pytest.raises(GliosegError, match="another process is writing this right now") as err:
+            extract_archive(archive, dest)
+        assert time.monotonic() - started < 5  # at once, not after the first one finished
+        assert f"host {socket.gethostname()}, pid {first.pid}" in str(err.value) and str(dest) in str(err.value)
+    finally:
+        first.kill()
+        first.wait()
+    extract_archive(archive, dest)  # the killed first one's leftovers are no obstacle, and are cleared
+    assert tree(dest) == PAYLOAD
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+# ---------------------------------------------------------------- real disk problems
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (errno.ENOSPC, "the file system is full"),
+        (errno.EDQUOT, "your disk quota is used up"),
+        (errno.EACCES, "permission denied"),
+        (errno.EROFS, "the file system is read-only"),
+        (errno.EIO, "Input/output error"),
+    ],
+    ids=["ENOSPC", "EDQUOT", "EACCES", "EROFS", "other"],
+)
+def test_write_failures_say_what_happened_per_errno(
+    tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str
+) -> None:
+    archive = make_zip(tmp_path / "in" / "data.zip", PAYLOAD)
+    real_open = builtins.open
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        if str(dest.parent) in str(file) and ("w" in mode or "x" in mode):
+            raise OSError(code, os.strerror(code), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", failing_open)
+    with pytest.raises(GliosegError, match=f"could not write the extracted files: {words}") as err:
+        extract_archive(archive, dest)
+    message = str(err.value)
+    assert str(dest) in message and OLD_DISK_HINT not in message
+    assert ("Free space" in message) == (code == errno.ENOSPC)
+    assert not dest.exists()
