@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from glioseg.datasets.layouts import check_layout_options
 from glioseg.errors import GliosegError
 
 TEST_SUFFIX = "+test"
@@ -120,6 +121,8 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, *, sourc
             path=source,
             hint="fix that entry; the allowed keys, types and values are in workflow/schemas/config.schema.yaml.",
         )
+    for name, dataset in resolved["datasets"].items():
+        check_layout_options(name, dataset["layout"], dataset.get("layout_options"), source)
     _check_references(resolved, source)
     return resolved
 

@@ -80,3 +80,12 @@ def test_the_documented_example_reads_the_documented_tree(tmp_path):
     assert list(frame.columns) == ["case", "patient", "group", "image_t1ce", "image_t2", "image_flair", "label", "mask"]
     assert frame.loc[0, "image_t2"] == str(tmp_path / "site_A" / "P001_t0" / "anat" / "P001_t0_T2w_reg.nii.gz")
     assert info.convention.regions == ("TC", "WT", "ET")
+
+
+def test_what_only_the_layout_can_check_fails_when_the_config_is_read():
+    """A patient regex without its named group passes the schema; validate_config must still refuse it, naming the dataset."""
+    options = {**OPTIONS, "patient": r"^(\w+)_\d+$"}
+    with pytest.raises(GliosegError) as caught:
+        validate_config(study({"layout": "custom", "layout_options": options}), SCHEMA, source="my.yaml")
+    assert caught.value.message.startswith("my.yaml: dataset 'd': ")
+    assert "patient" in caught.value.message
