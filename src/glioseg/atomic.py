@@ -18,24 +18,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import functools
 import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from glioseg.errors import GliosegError
+from glioseg.locks import exclusive_lock
 
 # The random part of tempfile's names (8 characters of this alphabet): how a leftover is told from other files.
 _TOKEN = "[a-z0-9_]{8}"
-# flock errors that mean this file system has no locks (some NFS, Lustre and FUSE mounts), not that it is taken.
-_NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -147,74 +143,12 @@ def _writer(final: Path) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _lock(final: Path) -> Iterator[bool]:
-    """Hold the lock of ``final`` for the block; yield False on file systems without locks.
-
-    The lock file is deleted on the way out (while still locked), so finished
-    writes leave nothing behind; a process that opened it just before finds,
-    once it gets the lock, that the name now points elsewhere, and tries again.
-    """
-    lock = final.with_name(f".{final.name}.lock")
-    fd = _acquire(lock, final)
-    if fd is None:
-        yield False
-        return
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode(), 0)
-        yield True
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def _acquire(lock: Path, final: Path) -> int | None:
-    """An open, locked descriptor of ``lock``; None where the file system has no locks."""
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise _busy(lock, final) from None
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in _NO_LOCKS:
-                raise
-            lock.unlink(missing_ok=True)
-            return None
-        if _still_named(fd, lock):
-            return fd
-        os.close(fd)
-
-
-def _still_named(fd: int, lock: Path) -> bool:
-    """True when ``lock`` still names the file open as ``fd`` (its holder may have deleted it meanwhile)."""
-    try:
-        here = os.stat(lock)
-    except FileNotFoundError:
-        return False
-    there = os.fstat(fd)
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
-
-
-def _busy(lock: Path, final: Path) -> GliosegError:
-    """The error for a path another live process is writing."""
-    return GliosegError(
-        f"another process is writing this right now ({_holder(lock)})",
-        path=final,
-        hint="Wait for it to finish, or stop it, then run again; two writers of one path would undo each other's work.",
-    )
-
-
-def _holder(lock: Path) -> str:
-    """Who holds ``lock``, as its file says (best effort: the holder may not have written it yet)."""
-    try:
-        who = json.loads(lock.read_text(encoding="utf-8"))
-        return f"host {who['host']}, pid {who['pid']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "it has not said which yet"
+def _lock(final: Path) -> contextlib.AbstractContextManager[bool]:
+    """The lock of ``final`` (``.<name>.lock`` beside it); True inside when held, False without file-system locks."""
+    return exclusive_lock(final.with_name(f".{final.name}.lock"), f"writing {final.name}", subject=final,
+                          busy="another process is writing this right now",
+                          hint="Wait for it to finish, or stop it, then run again; two writers of one path would undo "
+                               "each other's work.")
 
 
 def _remove_leftovers(final: Path) -> None:

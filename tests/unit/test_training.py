@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -376,7 +377,7 @@ def test_a_second_training_of_the_same_fold_fails_at_once_naming_the_first(cache
         [sys.executable, "-c",
          "import sys, time\n"
          "from glioseg.locks import exclusive_lock\n"
-         "with exclusive_lock(sys.argv[1], 'training e into the state folder', hint='wait'):\n"
+         "with exclusive_lock(sys.argv[1], 'training e', busy='busy', hint='wait'):\n"
          "    print('locked', flush=True)\n"
          "    time.sleep(120)\n",
          str(tmp_path / "state" / "lock")],
@@ -385,13 +386,14 @@ def test_a_second_training_of_the_same_fold_fails_at_once_naming_the_first(cache
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(GliosegError) as caught:
             run(cache, tmp_path, settings(epochs=1))
-        assert f"pid {holder.pid}" in str(caught.value) and "another training of this fold is running" in str(caught.value)
+        assert f"another training of this fold is running (training e: host {socket.gethostname()}, pid {holder.pid}" \
+            in str(caught.value)
         assert not (tmp_path / "state" / "last.pt").exists()
     finally:
         holder.kill()
         holder.wait()
-    with exclusive_lock(tmp_path / "state" / "lock", "a test", hint="none"):
-        pass  # a killed holder leaves no stale lock
+    with exclusive_lock(tmp_path / "state" / "lock", "a test", busy="busy", hint="none") as locked:
+        assert locked  # a killed holder leaves no stale lock
     assert list(run(cache, tmp_path, settings(epochs=1))["epoch"]) == [1]
 
 

@@ -291,11 +291,12 @@ def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[
         return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device, stop, world)
 
 
-def _state_lock(paths: FoldPaths, settings: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
+def _state_lock(paths: FoldPaths, settings: Mapping[str, Any]) -> contextlib.AbstractContextManager[bool]:
     """One training per state folder: two would overwrite each other's last.pt and best.pt."""
-    return exclusive_lock(paths.state / "lock", f"training {settings['name']} into {paths.state}",
-                          hint="another training of this fold is running: wait for it to finish, or stop it (kill "
-                               "that process, or scancel its SLURM job) and run this one again.")
+    return exclusive_lock(paths.state / "lock", f"training {settings['name']}", subject=paths.state,
+                          busy="another training of this fold is running",
+                          hint="wait for it to finish, or stop it (kill that process, or scancel its SLURM job) and "
+                               "run this one again.")
 
 
 def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
