@@ -10,6 +10,7 @@ write predictions back in the dataset's own convention.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,30 @@ BRATS2023 = LabelConvention(
 
 #: LGG kaggle_3m: one binary FLAIR-abnormality mask, i.e. whole tumour only.
 LGG = LabelConvention("lgg", members={"WT": frozenset({1})}, paint=(("WT", 1),))
+
+
+def nested_convention(name: str, members: Mapping[str, frozenset[int]]) -> LabelConvention:
+    """A convention whose paint order follows from its regions' label values alone.
+
+    Regions must be nested or disjoint, as BraTS regions are, or no label map
+    could express a set of region masks; ``paint`` then runs from the
+    outermost region (most label values) inward, each region painted with its
+    smallest label value that no region inside it claims. A region left with
+    no value of its own could never be written back, so it is refused.
+    """
+    for a in members:
+        for b in members:
+            if members[a] & members[b] and not (members[a] <= members[b] or members[b] <= members[a]):
+                raise ValueError(f"regions {a} and {b} overlap without one containing the other")
+    order = sorted(members, key=lambda r: (-len(members[r]), REGIONS.index(r)))
+    paint = []
+    for region in order:
+        inner = frozenset().union(*(m for m in members.values() if m < members[region]))
+        own = members[region] - inner
+        if not own:
+            raise ValueError(f"region {region} has no label value of its own, so predictions of it could not be written")
+        paint.append((region, min(own)))
+    return LabelConvention(name=name, members=dict(members), paint=tuple(paint))
 
 
 def unexpected_labels(label: np.ndarray, convention: LabelConvention) -> list[int]:

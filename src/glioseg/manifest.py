@@ -23,7 +23,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from glioseg.atomic import write_csv, write_json
-from glioseg.datasets.layouts import CaseFiles, Layout, get_layout
+from glioseg.datasets.layouts import get_layout
+from glioseg.datasets.layouts.base import CaseFiles, Layout
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, unexpected_labels
 from glioseg.nifti import load_image, read_image, read_label, read_mask

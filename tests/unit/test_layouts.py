@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from glioseg.datasets.layouts import CUSTOM_OPTIONS, LAYOUTS, check_layout_options, custom_convention, get_layout, layout_names
+from glioseg.datasets.layouts import LAYOUTS, check_layout_options, get_layout, layout_names
+from glioseg.datasets.layouts.custom import CUSTOM_OPTIONS, custom_convention
 from glioseg.errors import GliosegError
 from glioseg.labels import BRATS, BRATS2023
 from glioseg.manifest import build_manifest, read_dataset_info, write_manifest

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from glioseg.cli import main as cli_main
-from glioseg.datasets.layouts import custom_convention
+from glioseg.datasets.layouts.custom import custom_convention
 from glioseg.errors import GliosegError
 from glioseg.manifest import DatasetInfo, read_dataset_info, read_manifest, write_manifest
 from glioseg.nifti import read_volume

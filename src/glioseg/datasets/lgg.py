@@ -10,7 +10,7 @@ row per patient, keyed by its ``Patient`` column).
 
 :func:`stack_lgg` turns each case folder into NIfTI volumes, so that the
 manifest, preprocessing, 3D scoring and per-patient Dice work on it unchanged
-through the ``lgg_kaggle3m`` layout (:mod:`glioseg.datasets.layouts`).
+through the ``lgg_kaggle3m`` layout (:mod:`glioseg.datasets.layouts.lgg`).
 
 Axis convention (the tifs carry no orientation header): a slice stored as a
 ``rows × columns`` array becomes the volume's ``(x, y)`` plane with
@@ -37,7 +37,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from glioseg.atomic import atomic_dir
-from glioseg.datasets.layouts import LGG_CASE, LGG_MODALITIES, _case_folders, _is_debris
+from glioseg.datasets.layouts.folders import case_folders, is_debris
+from glioseg.datasets.layouts.lgg import LGG_CASE, LGG_MODALITIES
 from glioseg.errors import GliosegError
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def _unique_folders(root: Path) -> list[Path]:
     """Case folders by case id, sorted. The Kaggle archive ships ``kaggle_3m/`` twice (again under
     ``lgg-mri-segmentation/``): identical copies are read once (the shallowest), differing ones are an error."""
     by_case: dict[str, list[Path]] = defaultdict(list)
-    for folder in _case_folders(root, LGG_CASE):
+    for folder in case_folders(root, LGG_CASE):
         by_case[folder.name].append(folder)
     chosen = []
     for case, folders in sorted(by_case.items()):
@@ -180,7 +181,7 @@ def _unique_folders(root: Path) -> list[Path]:
 
 def _metadata(root: Path) -> Path | None:
     """The release's ``data.csv`` (any depth); duplicate copies must be identical. ``None`` when absent."""
-    found = sorted((p for p in root.rglob(METADATA) if p.is_file() and not _is_debris(p, root)), key=lambda p: (len(p.parts), str(p)))
+    found = sorted((p for p in root.rglob(METADATA) if p.is_file() and not is_debris(p, root)), key=lambda p: (len(p.parts), str(p)))
     for other in found[1:]:
         if not filecmp.cmp(found[0], other, shallow=False):
             raise GliosegError(f"two different {METADATA} files: {found[0]} and {other}", path=root,

@@ -1,0 +1,44 @@
+"""What every layout adapter produces: the files of one case, and the layout that finds them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from glioseg.labels import LabelConvention
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """One case as found on disk; a missing file is ``None`` so the manifest can report it."""
+
+    case: str
+    patient: str
+    group: str
+    images: dict[str, Path | None]
+    label: Path | None
+    extra: dict[str, str] = field(default_factory=dict)
+    mask: Path | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A dataset's file layout.
+
+    ``masks``: every case comes with a brain-mask file (``CaseFiles.mask``),
+    which preprocessing then trusts over any rule for finding the brain.
+    ``physical_spacing``: whether the voxel spacing is a size in millimetres;
+    when it is not (slices stacked from images with no spacing), distances
+    such as HD95 are in pixels and are labelled so.
+    ``stacks_slices``: the release ships 2D slices, which the workflow stacks
+    into volumes before ``find_cases`` reads them.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    convention: LabelConvention
+    find_cases: Callable[[Path], list[CaseFiles]]
+    masks: bool = False
+    physical_spacing: bool = True
+    stacks_slices: bool = False
