@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from glioseg.datasets.layouts import LAYOUTS, check_layout_options, get_layout, layout_names
+from glioseg.datasets.layouts import LAYOUTS, check_layout_options, get_layout, layout_names, stacks_slices
 from glioseg.datasets.layouts.custom import CUSTOM_OPTIONS, custom_convention
 from glioseg.errors import GliosegError
 from glioseg.labels import BRATS, BRATS2023
@@ -281,6 +283,19 @@ def test_options_go_only_to_layouts_that_take_them():
         get_layout("custom")
     with pytest.raises(GliosegError, match="the brats2020 layout takes no layout_options"):
         get_layout("brats2020", CUSTOM)
+
+
+def test_only_the_slice_release_is_stacked():
+    assert [name for name in layout_names() if stacks_slices(name)] == ["lgg_kaggle3m"]
+    with pytest.raises(KeyError, match="unknown layout 'brats2022'"):
+        stacks_slices("brats2022")
+
+
+def test_the_registry_imports_no_network_or_image_library():
+    """The Snakefile imports it at every start, dry runs included."""
+    probe = "import sys, glioseg.datasets.layouts\nprint(sorted({'torch', 'monai', 'nibabel', 'PIL'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_schema_enum_names_exactly_the_registered_layouts():
