@@ -43,7 +43,9 @@ def get_layout(name: str, options: Mapping[str, Any] | None = None) -> Layout:
     """The layout called ``name``; ``options`` (the dataset's ``layout_options``) configure a ``custom`` one."""
     if name in LAYOUT_FACTORIES:
         if not options:
-            raise GliosegError(f"the {name} layout needs layout_options", hint="describe the dataset's files under layout_options (see glioseg.datasets.layouts.custom.custom_layout).")
+            raise GliosegError(f"the {name} layout needs layout_options",
+                               hint="describe the dataset's files under datasets → <name> → layout_options: modalities, "
+                                    "label and labels (docs/custom-layout.md has a worked example).")
         return LAYOUT_FACTORIES[name](options)
     layout = _fixed_layout(name)
     if options:
