@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from glioseg.inference import predict_probabilities
+from glioseg.settings import InferenceSettings
 from glioseg.losses import build_loss
 from glioseg.models import build_model, on_epoch_start, training_loss
 
@@ -99,11 +100,12 @@ def time_step(spec: dict, size: list[int], batch: int, volume: tuple[int, int, i
         times.append(time.perf_counter() - started)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
 
-    window = {"roi_size": size, "sw_batch_size": 2 if len(size) == 3 else 16, "overlap": 0.5, "blend": "gaussian", "tta": False}
+    window = InferenceSettings(roi_size=tuple(size), sw_batch_size=2 if len(size) == 3 else 16, overlap=0.5, blend="gaussian",
+                               threshold=0.5, amp=device.type == "cuda")
     case = torch.randn(1, 4, *volume)
     synchronise(device)
     started = time.perf_counter()
-    predict_probabilities(model, case, window, device, amp=device.type == "cuda")
+    predict_probabilities(model, case, window, device)
     synchronise(device)
     inference = time.perf_counter() - started
     parameters = sum(p.numel() for p in model.parameters()) / 1e6

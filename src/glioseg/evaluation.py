@@ -1,14 +1,16 @@
-"""Which cases an evaluation covers: a fold's own validation cases, or another dataset's.
+"""Which cases a stage works on: a fold's training and validation cases, or an evaluation's.
 
-Infer and score both call :func:`evaluation_cases`, so a prediction folder
-and its score table always describe the same cases. Cases that also appear in
-the training data under another name (found by content, see
-``glioseg.datasets.overlap``) are removed from cross-dataset evaluations.
+Infer and score both call :func:`cases_for`, so a prediction folder and its
+score table always describe the same cases; training calls
+:func:`training_cases`. Cases that are the same scans as another dataset's
+(found by content, see ``glioseg.datasets.overlap``) are left out where the
+experiment or the evaluation says so.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import pandas as pd
 
 from glioseg.errors import GliosegError
 from glioseg.splits import fold_cases
+
+log = logging.getLogger(__name__)
 
 SUBSETS = ("val", "test", "all")
 
@@ -53,3 +57,17 @@ def cases_for(splits: str | Path, fold: int, subset: str, overlap_csvs: Sequence
                            hint="every case overlaps the training data or the subset is empty; check the overlap table "
                            "or set exclude_overlap: false.")
     return cases
+
+
+def training_cases(splits: str | Path, fold: int, overlap_csvs: Sequence[str | Path] = ()) -> tuple[list[str], list[str]]:
+    """A fold's training and validation cases, minus the cases listed in overlap tables; neither may end up empty."""
+    train, val = fold_cases(json.loads(Path(splits).read_text(encoding="utf-8")), fold)
+    left_out = excluded_cases(overlap_csvs)
+    if left_out:
+        log.info("leaving out %d training and %d validation cases that are scans of the excluded datasets",
+                 len(set(train) & left_out), len(set(val) & left_out))
+    train, val = [c for c in train if c not in left_out], [c for c in val if c not in left_out]
+    if not train or not val:
+        raise GliosegError(f"fold {fold} has no {'training' if not train else 'validation'} cases left after leaving "
+                           "out the overlap", path=splits, hint="check exclude_overlap_with in the experiment's config.")
+    return train, val

@@ -8,10 +8,8 @@ original label file's affine and header so that it overlays the raw data.
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +23,9 @@ from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, regions_to_labels
 from glioseg.manifest import DatasetInfo
 from glioseg.nifti import load_image, write_label_map
-from glioseg.preprocess import CropBox, cached_paths, uncrop
-from glioseg.training.checkpoint import load_model
+from glioseg.preprocess import CropBox, cached_paths, read_cache_properties, uncrop
+from glioseg.models.model_file import load_model
+from glioseg.settings import InferenceSettings
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -44,20 +43,20 @@ def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
 
 
 @torch.no_grad()
-def _window_probabilities(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any]) -> torch.Tensor:
+def _window_probabilities(model: nn.Module, image: torch.Tensor, settings: InferenceSettings) -> torch.Tensor:
     logits = sliding_window_inference(
         image,
-        roi_size=settings["roi_size"],
-        sw_batch_size=settings["sw_batch_size"],
+        roi_size=settings.roi_size,
+        sw_batch_size=settings.sw_batch_size,
         predictor=model,
-        overlap=settings["overlap"],
-        mode=settings["blend"],
+        overlap=settings.overlap,
+        mode=settings.blend,
     )
     return torch.sigmoid(logits.float())
 
 
 @torch.no_grad()
-def predict_probabilities(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:
+def predict_probabilities(model: nn.Module, image: torch.Tensor, settings: InferenceSettings, device: torch.device) -> torch.Tensor:
     """Sigmoid probabilities for a batch of whole (cropped) volumes, tiled with the configured ROI.
 
     A 2D ROI on 3D volumes predicts each axial slice (the last axis) on its
@@ -67,12 +66,12 @@ def predict_probabilities(model: nn.Module, image: torch.Tensor, settings: Mappi
     (2^3 = 8 passes in 3D, 4 per slice in 2D).
     """
     model.eval()
-    if len(settings["roi_size"]) == image.ndim - 3:
-        return _slicewise_probabilities(model, image, settings, device, amp)
+    if len(settings.roi_size) == image.ndim - 3:
+        return _slicewise_probabilities(model, image, settings, device)
     image = image.to(device)
-    flips = flip_combinations(image.ndim - 2) if settings.get("tta", False) else [()]
+    flips = flip_combinations(image.ndim - 2) if settings.tta else [()]
     total = None
-    with autocast(device, amp):
+    with autocast(device, settings.amp):
         for axes in flips:
             mirrored = torch.flip(image, axes) if axes else image
             probabilities = _window_probabilities(model, mirrored, settings)
@@ -85,32 +84,32 @@ SLICES_PER_PASS = 32
 """Axial slices predicted together by a 2D model: bounds memory on tall volumes."""
 
 
-def _slicewise_probabilities(model: nn.Module, volumes: torch.Tensor, settings: Mapping[str, Any], device: torch.device,
-                             amp: bool) -> torch.Tensor:
+def _slicewise_probabilities(model: nn.Module, volumes: torch.Tensor, settings: InferenceSettings,
+                             device: torch.device) -> torch.Tensor:
     """(B, C, X, Y, Z) volumes through a 2D model, slice by slice, back to (B, R, X, Y, Z) on the CPU."""
     out = []
     for volume in volumes:
         slices = volume.permute(3, 0, 1, 2)
-        parts = [predict_probabilities(model, slices[start:start + SLICES_PER_PASS], settings, device, amp).cpu()
+        parts = [predict_probabilities(model, slices[start:start + SLICES_PER_PASS], settings, device).cpu()
                  for start in range(0, slices.shape[0], SLICES_PER_PASS)]
         out.append(torch.cat(parts).permute(1, 2, 3, 0))
     return torch.stack(out)
 
 
-def predict_masks(model: nn.Module, image: torch.Tensor, settings: Mapping[str, Any], device: torch.device, amp: bool) -> torch.Tensor:
+def predict_masks(model: nn.Module, image: torch.Tensor, settings: InferenceSettings, device: torch.device) -> torch.Tensor:
     """Binary region masks: probabilities above the configured threshold."""
-    return predict_probabilities(model, image, settings, device, amp) > settings["threshold"]
+    return predict_probabilities(model, image, settings, device) > settings.threshold
 
 
 def predict_case_labels(models: Sequence[nn.Module], image: np.ndarray, box: CropBox, original_shape: tuple[int, ...],
-                        settings: Mapping[str, Any], convention: LabelConvention, device: torch.device) -> np.ndarray:
+                        settings: InferenceSettings, convention: LabelConvention, device: torch.device) -> np.ndarray:
     """A cached (cropped, normalised) case → a label map in the original geometry and label convention.
 
     Several models form an ensemble: their probabilities are averaged before thresholding.
     """
     batch = torch.from_numpy(image)[None]
-    total = sum(predict_probabilities(model, batch, settings, device, settings["amp"]) for model in models)
-    masks = (total / len(models) > settings["threshold"])[0].cpu().numpy()
+    total = sum(predict_probabilities(model, batch, settings, device) for model in models)
+    masks = (total / len(models) > settings.threshold)[0].cpu().numpy()
     return uncrop(regions_to_labels(masks, convention), box, original_shape)
 
 
@@ -137,11 +136,11 @@ def load_models(model_paths: Sequence[str | Path], info: DatasetInfo, device: to
 
 
 def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo,
-                cases: list[str], settings: Mapping[str, Any], out_dir: str | Path, device: torch.device | None = None) -> None:
+                cases: list[str], settings: InferenceSettings, out_dir: str | Path, device: torch.device | None = None) -> None:
     """Write ``<case>.nii.gz`` for each case into ``out_dir`` (atomically, as one folder); several models ensemble."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models, name = load_models(model_paths, info, device)
-    properties = json.loads((Path(cache_dir) / "properties.json").read_text(encoding="utf-8"))["cases"]
+    properties = read_cache_properties(cache_dir).cases
     rows = manifest.set_index("case")
     missing = sorted(set(cases) - set(properties))
     if missing:

@@ -227,6 +227,29 @@ def preprocess_dataset(manifest: pd.DataFrame, info: DatasetInfo, out_dir: str |
     log.info("%s: %d cases preprocessed into %s (digest %s)", info.name, len(properties), out_dir, digest.hexdigest()[:12])
 
 
+@dataclass(frozen=True)
+class CacheProperties:
+    """``properties.json``: what a cache's users need besides its arrays (one reader, :func:`read_cache_properties`)."""
+
+    regions: list[str]
+    modalities: list[str]
+    cases: dict[str, dict]
+    digest: str | None
+    """None for a cache written before digests were stored."""
+
+
+def read_cache_properties(cache_dir: str | Path) -> CacheProperties:
+    """The cache's regions, modalities, per-case geometry and digest; a missing or damaged file is named."""
+    path = Path(cache_dir) / "properties.json"
+    try:
+        properties = json.loads(path.read_text(encoding="utf-8"))
+        return CacheProperties(regions=list(properties["regions"]), modalities=list(properties["dataset"]["modalities"]),
+                               cases=properties["cases"], digest=properties.get("digest"))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise GliosegError(f"unreadable cache properties ({type(exc).__name__}: {exc})", path=path,
+                           hint="re-run preprocessing for this dataset.") from None
+
+
 def cache_digest(cache_dir: str | Path) -> str:
     """The SHA-256 of a cache's contents, as hex: equal digests mean equal training data.
 
@@ -235,15 +258,11 @@ def cache_digest(cache_dir: str | Path) -> str:
     way (every case's name, arrays and properties, in the order of
     ``properties.json``), which reads the whole cache once.
     """
-    path = Path(cache_dir) / "properties.json"
-    try:
-        properties = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GliosegError(f"unreadable cache properties ({exc})", path=path, hint="re-run preprocessing for this dataset.") from None
-    if "digest" in properties:
-        return properties["digest"]
+    properties = read_cache_properties(cache_dir)
+    if properties.digest is not None:
+        return properties.digest
     digest = hashlib.sha256()
-    for case, props in properties["cases"].items():
+    for case, props in properties.cases.items():
         image_path, label_path = cached_paths(cache_dir, case)
         _add_case(digest, case, np.load(image_path, mmap_mode="r"), np.load(label_path, mmap_mode="r"), props)
     return digest.hexdigest()

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from glioseg.training import checkpoint
+from glioseg import torch_files
+from glioseg.models.model_file import load_model
+from glioseg.settings import TrainingSettings
 from glioseg.training.distributed import (
     World,
     shard,
@@ -44,13 +46,13 @@ def test_the_world_comes_from_torchruns_environment(monkeypatch):
     assert (world.rank, world.size, world.local_rank, world.is_main, world.is_distributed) == (3, 4, 1, False, True)
 
 
-def torchrun_training(cache, root: Path, spec: dict) -> list[str]:  # noqa: F811
+def torchrun_training(cache, root: Path, spec: TrainingSettings) -> list[str]:  # noqa: F811
     """The train rule's command for `gpus: 2`: two processes under torchrun (gloo on the CPU)."""
     splits = root / "folds.json"
     splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "glioseg",
             "--log-file", str(root / "train.log"), "train", "--cache", str(cache), "--splits", str(splits), "--fold", "0",
-            "--settings", json.dumps(spec), "--out-model", str(root / "model.pt"),
+            "--settings", json.dumps(spec.to_json()), "--out-model", str(root / "model.pt"),
             "--out-history", str(root / "history.csv"), "--state", str(root / "state")]
 
 
@@ -67,9 +69,9 @@ def test_two_processes_train_one_model_with_ddp(cache, tmp_path):  # noqa: F811
     assert "(process 0 of 2)" in text and "(process 1 of 2)" in text
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and history["val_dice_mean"].between(0, 1).all()
-    state = checkpoint.load(tmp_path / "state" / "last.pt")
+    state = torch_files.load(tmp_path / "state" / "last.pt")
     assert not any(key.startswith("module.") for key in state["model"])  # saved without DDP's wrapper
-    model, payload = checkpoint.load_model(tmp_path / "model.pt", torch.device("cpu"))
+    model, payload = load_model(tmp_path / "model.pt", torch.device("cpu"))
     assert payload["settings"]["batch_size"] == 1
     assert model(torch.zeros(1, 4, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
 
@@ -94,7 +96,7 @@ def test_sigterm_to_torchrun_saves_the_state_and_the_rerun_resumes_it(cache, tmp
     output, _ = launched.communicate(timeout=120)
     assert launched.returncode != 0, output[-3000:]  # so that Snakemake's retries run it again
     assert not (tmp_path / "model.pt").exists()
-    stopped = checkpoint.load(tmp_path / "state" / "last.pt")
+    stopped = torch_files.load(tmp_path / "state" / "last.pt")
     assert 2 <= stopped["epoch"] < 12, output[-3000:]
     assert log.read_text().count("received SIGTERM: saving state") == 2  # both workers
 

@@ -45,16 +45,16 @@ def test_unknown_subset_is_rejected():
 
 
 def test_training_folds_leave_out_the_overlap_with_other_datasets(tmp_path):
-    from glioseg.cli import _fold_split
+    from glioseg.evaluation import training_cases
 
     splits = tmp_path / "folds.json"
     splits.write_text(json.dumps(FOLDS))
     table = tmp_path / "overlap.csv"
     pd.DataFrame({"dataset_a": ["x", "x"], "case_a": ["X1", "X2"], "dataset_b": ["y", "y"], "case_b": ["a", "b"],
                   "similarity": [0.99, 0.98]}).to_csv(table, index=False)
-    assert _fold_split(splits, 0, [table]) == (["d"], ["c"])
-    assert _fold_split(splits, 0, []) == (["b", "d"], ["a", "c"])
+    assert training_cases(splits, 0, [table]) == (["d"], ["c"])
+    assert training_cases(splits, 0, []) == (["b", "d"], ["a", "c"])
     pd.DataFrame({"dataset_a": ["x"], "case_a": ["X3"], "dataset_b": ["y"], "case_b": ["d"], "similarity": [0.99]}).to_csv(
         tmp_path / "more.csv", index=False)
     with pytest.raises(GliosegError, match="fold 0 has no training cases left"):
-        _fold_split(splits, 0, [table, tmp_path / "more.csv"])
+        training_cases(splits, 0, [table, tmp_path / "more.csv"])

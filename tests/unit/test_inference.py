@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch import nn
@@ -9,8 +11,9 @@ from torch import nn
 from glioseg.inference import predict_case_labels
 from glioseg.labels import BRATS
 from glioseg.preprocess import CropBox
+from glioseg.settings import InferenceSettings
 
-SETTINGS = {"roi_size": [16, 16, 16], "overlap": 0.25, "sw_batch_size": 2, "blend": "gaussian", "threshold": 0.5, "amp": False}
+SETTINGS = InferenceSettings(roi_size=(16, 16, 16), overlap=0.25, sw_batch_size=2, blend="gaussian", threshold=0.5, amp=False)
 
 
 class ThresholdModel(nn.Module):
@@ -55,9 +58,9 @@ def test_flip_tta_averages_the_eight_mirrorings():
     assert sorted(flip_combinations(3)) == sorted([(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)])
     model, cpu = Asymmetric().eval(), torch.device("cpu")
     image = torch.randn(1, 4, 12, 10, 8)
-    settings = {**SETTINGS, "roi_size": [12, 10, 8], "overlap": 0.0, "blend": "constant"}
-    plain = predict_probabilities(model, image, settings, cpu, amp=False)
-    tta = predict_probabilities(model, image, {**settings, "tta": True}, cpu, amp=False)
+    settings = dataclasses.replace(SETTINGS, roi_size=(12, 10, 8), overlap=0.0, blend="constant")
+    plain = predict_probabilities(model, image, settings, cpu)
+    tta = predict_probabilities(model, image, dataclasses.replace(settings, tta=True), cpu)
     with torch.no_grad():
         expected = sum(torch.flip(torch.sigmoid(model(torch.flip(image, a))), a) if a else torch.sigmoid(model(image))
                        for a in flip_combinations(3)) / 8
@@ -79,7 +82,7 @@ class ConstantLogit(nn.Module):
 def test_an_ensemble_averages_probabilities_not_votes():
     image = np.zeros((4, 12, 10, 8), dtype=np.float32)
     box, cpu = CropBox(start=(0, 0, 0), stop=(12, 10, 8)), torch.device("cpu")
-    settings = {**SETTINGS, "roi_size": [12, 10, 8]}
+    settings = dataclasses.replace(SETTINGS, roi_size=(12, 10, 8))
     # Probabilities 0.998, 0.378, 0.378: their mean 0.584 passes the threshold although two of three models say no.
     models = [ConstantLogit(6.0), ConstantLogit(-0.5), ConstantLogit(-0.5)]
     assert (predict_case_labels(models, image, box, (12, 10, 8), settings, BRATS, cpu) == 4).all()

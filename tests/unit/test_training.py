@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,9 @@ import torch
 from glioseg.config import training_settings, validate_config
 from glioseg.manifest import read_dataset_info, read_manifest
 from glioseg.preprocess import preprocess_dataset
+from glioseg import torch_files
+from glioseg.models.model_file import MODEL_FORMAT, load_model, network_for
+from glioseg.settings import InferenceSettings, SliceSelection, TrainingSettings
 from glioseg.training import checkpoint, loop
 from glioseg.training.loop import FoldPaths, train_fold
 
@@ -33,7 +37,7 @@ def cache(tiny_manifest, tmp_path_factory):
     return out
 
 
-def settings(epochs: int = 3, **changes) -> dict:
+def settings(epochs: int = 3, **changes) -> TrainingSettings:
     config = validate_config({
         "seed": 5,
         "datasets": {"tiny": {"source": {"synthetic": {}}, "layout": "brats2021"}},
@@ -41,7 +45,7 @@ def settings(epochs: int = 3, **changes) -> dict:
                                                                                       "num_res_units": 0}},
                               "epochs": epochs, "batch_size": 2, "patch_size": [16, 16, 16], **changes}},
     }, SCHEMA)
-    return training_settings(config, "e")
+    return TrainingSettings.from_json(training_settings(config, "e"))
 
 
 TRAIN, VAL = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"], ["BraTS2021_00004", "BraTS2021_00005"]
@@ -70,16 +74,16 @@ def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(cache, 
     monkeypatch.setattr(loop, "_train_epoch", killed_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
         run(cache, tmp_path / "resumed", settings())
-    assert checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")["epoch"] == 2
+    assert torch_files.load(tmp_path / "resumed" / "state" / "last.pt")["epoch"] == 2
     assert not (tmp_path / "resumed" / "model.pt").exists()
     monkeypatch.setattr(loop, "_train_epoch", real_epoch)
     resumed = run(cache, tmp_path / "resumed", settings())
 
-    a, b = checkpoint.load(tmp_path / "straight" / "model.pt"), checkpoint.load(tmp_path / "resumed" / "model.pt")
+    a, b = torch_files.load(tmp_path / "straight" / "model.pt"), torch_files.load(tmp_path / "resumed" / "model.pt")
     assert same_weights(a["state_dict"], b["state_dict"])
     assert a["epoch"] == b["epoch"] and a["best_metric"] == b["best_metric"]
-    last_a = checkpoint.load(tmp_path / "straight" / "state" / "last.pt")["model"]
-    last_b = checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")["model"]
+    last_a = torch_files.load(tmp_path / "straight" / "state" / "last.pt")["model"]
+    last_b = torch_files.load(tmp_path / "resumed" / "state" / "last.pt")["model"]
     assert same_weights(last_a, last_b)
     columns = ["epoch", "train_loss", "val_dice_mean", "lr"]
     pd.testing.assert_frame_equal(straight[columns], resumed[columns])
@@ -91,15 +95,15 @@ def test_state_from_other_settings_is_not_resumed(cache, tmp_path):
     # Same folder as run "a", new settings: its state must be ignored, giving the fresh run's result.
     reused = run(cache, tmp_path / "a", settings(epochs=2))
     assert list(reused["epoch"]) == [1, 2]
-    assert same_weights(checkpoint.load(tmp_path / "b" / "model.pt")["state_dict"],
-                        checkpoint.load(tmp_path / "a" / "model.pt")["state_dict"])
+    assert same_weights(torch_files.load(tmp_path / "b" / "model.pt")["state_dict"],
+                        torch_files.load(tmp_path / "a" / "model.pt")["state_dict"])
     pd.testing.assert_frame_equal(fresh[["train_loss"]], reused[["train_loss"]])
 
 
 def test_model_file_rebuilds_the_network_without_pickled_code(cache, tmp_path):
     history = run(cache, tmp_path, settings(epochs=2))
-    model, payload = checkpoint.load_model(tmp_path / "model.pt", CPU)
-    assert payload["format"] == checkpoint.MODEL_FORMAT and payload["regions"] == ["TC", "WT", "ET"]
+    model, payload = load_model(tmp_path / "model.pt", CPU)
+    assert payload["format"] == MODEL_FORMAT and payload["regions"] == ["TC", "WT", "ET"]
     assert payload["epoch"] == int(history.loc[history["val_dice_mean"].idxmax(), "epoch"])
     assert model(torch.zeros(1, 4, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     assert list(pd.read_csv(tmp_path / "history.csv").columns) == [
@@ -142,7 +146,7 @@ def train_arguments(cache, root) -> list[str]:
     splits.parent.mkdir(parents=True, exist_ok=True)
     splits.write_text(json.dumps({"training": [{"fold": 1, "case": c} for c in TRAIN] + [{"fold": 0, "case": c} for c in VAL]}))
     spec = settings(epochs=3, validate_every=1)
-    return ["train", "--cache", str(cache), "--splits", str(splits), "--fold", "0", "--settings", json.dumps(spec),
+    return ["train", "--cache", str(cache), "--splits", str(splits), "--fold", "0", "--settings", json.dumps(spec.to_json()),
             "--out-model", str(root / "model.pt"), "--out-history", str(root / "history.csv"), "--state", str(root / "state")]
 
 
@@ -162,18 +166,19 @@ def stop_handlers():
 def test_a_stop_signal_saves_exits_75_and_the_rerun_matches(cache, tmp_path, monkeypatch, stop_handlers, when, saved_epoch,
                                                             saved_steps):
     """The walltime signal arrives during a step or a validation; the CLI saves, exits 75, and the re-run resumes exactly."""
-    from glioseg.cli import EXIT_RESUMABLE, main
+    from glioseg.cli import main
+    from glioseg.commands.training import EXIT_RESUMABLE
 
     assert main(train_arguments(cache, tmp_path / "straight")) == 0
 
     with monkeypatch.context() as patch:
         when(patch, lambda: os.kill(os.getpid(), signal.SIGUSR1))
         assert main(train_arguments(cache, tmp_path / "resumed")) == EXIT_RESUMABLE
-    state = checkpoint.load(tmp_path / "resumed" / "state" / "last.pt")
+    state = torch_files.load(tmp_path / "resumed" / "state" / "last.pt")
     assert state["epoch"] == saved_epoch and len(state["epoch_losses"]) == saved_steps
     assert main(train_arguments(cache, tmp_path / "resumed")) == 0
 
-    a, b = checkpoint.load(tmp_path / "straight" / "model.pt"), checkpoint.load(tmp_path / "resumed" / "model.pt")
+    a, b = torch_files.load(tmp_path / "straight" / "model.pt"), torch_files.load(tmp_path / "resumed" / "model.pt")
     assert same_weights(a["state_dict"], b["state_dict"]) and a["epoch"] == b["epoch"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "straight" / "history.csv").drop(columns="seconds"),
                                   pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns="seconds"))
@@ -201,17 +206,16 @@ def test_a_stop_signal_after_the_last_epoch_leaves_the_finished_training_alone(c
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "the stop signal came after the last epoch" in log.read_text()
-    assert checkpoint.load_model(tmp_path / "model.pt", CPU)[1]["epoch"] >= 1
+    assert load_model(tmp_path / "model.pt", CPU)[1]["epoch"] >= 1
     assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1, 2, 3]
 
 
 @pytest.mark.parametrize("model", [{"name": "segresnet_vae", "params": {"init_filters": 8}},
                                    {"name": "dynunet", "params": {"filters": [4, 8, 16, 32]}}])
 def test_models_that_need_the_patch_size_train_and_reload(cache, tmp_path, model):
-    spec = settings(epochs=1)
-    spec["model"], spec["patch_size"] = model, [32, 32, 32]
+    spec = dataclasses.replace(settings(epochs=1), model=model, patch_size=(32, 32, 32))
     run(cache, tmp_path, spec)
-    rebuilt, payload = checkpoint.load_model(tmp_path / "model.pt", CPU)
+    rebuilt, payload = load_model(tmp_path / "model.pt", CPU)
     assert rebuilt(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
 
 
@@ -226,16 +230,16 @@ def close_weights(a, b, atol: float) -> bool:
 
 def test_training_starts_from_init_weights_and_a_changed_init_invalidates_saved_state(cache, tmp_path, caplog):
     run(cache, tmp_path / "parent", settings(epochs=2, optimizer={"lr": 0.01}))
-    parent = checkpoint.load(tmp_path / "parent" / "model.pt")["state_dict"]
+    parent = torch_files.load(tmp_path / "parent" / "model.pt")["state_dict"]
     # A learning rate of 1e-9 barely moves the weights: the child must end where its init put it.
     still = settings(epochs=1, optimizer={"lr": 1e-9}, init={"checkpoint": "parent/model.pt"})
     with caplog.at_level("INFO"):
         run_from(cache, tmp_path / "child", still, tmp_path / "parent" / "model.pt")
     assert "initial weights from" in caplog.text and "loaded" in caplog.text
-    child = checkpoint.load(tmp_path / "child" / "model.pt")["state_dict"]
+    child = torch_files.load(tmp_path / "child" / "model.pt")["state_dict"]
     assert close_weights(child, parent, atol=1e-6)
     scratch = run(cache, tmp_path / "scratch", still)
-    assert not close_weights(checkpoint.load(tmp_path / "scratch" / "model.pt")["state_dict"], parent, atol=1e-3)
+    assert not close_weights(torch_files.load(tmp_path / "scratch" / "model.pt")["state_dict"], parent, atol=1e-3)
     assert len(scratch) == 1
 
     # The parent is retrained with other weights: the child's saved state belongs to the old init and is not resumed.
@@ -245,8 +249,8 @@ def test_training_starts_from_init_weights_and_a_changed_init_invalidates_saved_
         run_from(cache, tmp_path / "child", settings(epochs=1, optimizer={"lr": 1e-9}, init={"checkpoint": "parent/model.pt"}),
                  tmp_path / "parent" / "model.pt")
     assert "starting afresh: the initial weights changed" in caplog.text and "resuming" not in caplog.text
-    assert close_weights(checkpoint.load(tmp_path / "child" / "model.pt")["state_dict"],
-                         checkpoint.load(tmp_path / "parent" / "model.pt")["state_dict"], atol=1e-6)
+    assert close_weights(torch_files.load(tmp_path / "child" / "model.pt")["state_dict"],
+                         torch_files.load(tmp_path / "parent" / "model.pt")["state_dict"], atol=1e-6)
 
 
 def test_a_step_schedule_decays_the_learning_rate_every_step_size_epochs(cache, tmp_path):
@@ -263,14 +267,14 @@ def test_a_2d_model_trains_on_slices_and_predicts_whole_volumes(cache, tmp_path)
     history = run(cache, tmp_path, spec)
     assert history["val_iou_mean"].between(0, 1).all() and history["val_dice_mean"].between(0, 1).all()
     assert (history["val_dice_mean"] >= history["val_iou_mean"]).all()  # Dice ≥ IoU for every case, so for the means
-    model, payload = checkpoint.load_model(tmp_path / "model.pt", CPU)
+    model, payload = load_model(tmp_path / "model.pt", CPU)
     assert payload["epoch"] == int(history.loc[history["val_iou_mean"].idxmax(), "epoch"])
     assert model(torch.zeros(2, 4, 32, 32)).shape == (2, 3, 32, 32)  # a 2D network
     volume = torch.randn(1, 4, 40, 36, 20)
-    window = {"roi_size": [32, 32], "overlap": 0.25, "sw_batch_size": 4, "blend": "gaussian"}
-    probabilities = predict_probabilities(model, volume, window, CPU, amp=False)
+    window = InferenceSettings(roi_size=(32, 32), overlap=0.25, sw_batch_size=4, blend="gaussian", threshold=0.5, amp=False)
+    probabilities = predict_probabilities(model, volume, window, CPU)
     assert probabilities.shape == (1, 3, 40, 36, 20)
-    one_slice = predict_probabilities(model, volume[..., 7], window, CPU, amp=False)
+    one_slice = predict_probabilities(model, volume[..., 7], window, CPU)
     torch.testing.assert_close(probabilities[..., 7], one_slice)  # slice k of the volume is the prediction of slice k
 
 
@@ -281,7 +285,7 @@ def test_slice_selection_keeps_large_labelled_slices_and_samples_empty_ones():
     cases = [{"case": "a", "image": "a.npy", "label": "a_seg.npy"}]
 
     def chosen(min_area, rate, seed=0):
-        return [item["slice"] for item in slice_items(cases, areas, {"min_label_area": min_area, "empty_rate": rate}, seed)]
+        return [item["slice"] for item in slice_items(cases, areas, SliceSelection(min_area, rate), seed)]
 
     assert chosen(0, 1.0) == list(range(10))
     assert chosen(0, 0.0) == [2, 3, 4, 5]
@@ -304,24 +308,24 @@ def test_changed_data_starts_a_fresh_training_and_says_why(cache, tiny_manifest,
         again = run(other, tmp_path / "fold", settings(epochs=2))
     assert "starting afresh: the preprocessed data (the cache's digest) changed" in caplog.text
     assert "resuming" not in caplog.text and list(again["epoch"]) == [1, 2]
-    assert same_weights(checkpoint.load(tmp_path / "fresh" / "model.pt")["state_dict"],
-                        checkpoint.load(tmp_path / "fold" / "model.pt")["state_dict"])
+    assert same_weights(torch_files.load(tmp_path / "fresh" / "model.pt")["state_dict"],
+                        torch_files.load(tmp_path / "fold" / "model.pt")["state_dict"])
     pd.testing.assert_frame_equal(fresh[["train_loss"]], again[["train_loss"]])
 
 
 def test_the_run_identity_names_each_input_that_changed():
     base = settings(epochs=2)
-    model = checkpoint.network_for(base, 4, 3)
+    model = network_for(base, 4, 3)
     identity = checkpoint.run_identity(base, TRAIN, VAL, data_digest="d1", init_digest="", model=model)
     assert identity.changes(identity.to_json()) == []
     wider = settings(epochs=2, model={"name": "unet", "params": {"channels": [4, 16], "strides": [2], "num_res_units": 0}})
     other = checkpoint.run_identity(wider, TRAIN[1:], VAL, data_digest="d2", init_digest="",
-                                    model=checkpoint.network_for(wider, 4, 3))
+                                    model=network_for(wider, 4, 3))
     assert other.changes(identity.to_json()) == [
         "the experiment's training settings", "the fold's training or validation cases",
         "the preprocessed data (the cache's digest)", "the network the code builds (parameter names and shapes)"]
     same_config_other_code = checkpoint.run_identity(base, TRAIN, VAL, data_digest="d1", init_digest="",
-                                                     model=checkpoint.network_for(wider, 4, 3))
+                                                     model=network_for(wider, 4, 3))
     assert same_config_other_code.changes(identity.to_json()) == ["the network the code builds (parameter names and shapes)"]
 
 
@@ -363,7 +367,7 @@ def test_a_non_finite_loss_stops_the_training_and_keeps_the_last_good_state(cach
     message = str(caught.value)
     assert "the training loss became nan in epoch 2, step 2" in message and str(tmp_path / "state" / "last.pt") in message
     assert "the state after epoch 1 is kept" in message
-    state = checkpoint.load(tmp_path / "state" / "last.pt")
+    state = torch_files.load(tmp_path / "state" / "last.pt")
     assert state["epoch"] == 1 and state["epoch_losses"] == []
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     assert not (tmp_path / "model.pt").exists()
@@ -418,8 +422,8 @@ def test_a_model_file_that_needs_code_is_refused_without_advice_to_load_it_anywa
     from glioseg.errors import GliosegError
 
     path = tmp_path / "model.pt"
-    torch.save({"format": checkpoint.MODEL_FORMAT, "hook": _Payload()}, path)
+    torch.save({"format": MODEL_FORMAT, "hook": _Payload()}, path)
     with pytest.raises(GliosegError) as caught:
-        checkpoint.load_model(path, CPU)
+        load_model(path, CPU)
     assert str(path) in str(caught.value) and "refused" in str(caught.value)
     assert "weights_only=False" not in str(caught.value) and "False" not in str(caught.value)

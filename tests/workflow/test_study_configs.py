@@ -252,7 +252,7 @@ def test_study3_grid_plans_23_two_dimensional_runs_scored_on_test_patients(tmp_p
     result = snakemake(workdir, "-n", "-p", configfile=path)
     plan = planned_jobs(result)
     assert plan["train"] == 23 and plan["infer"] == plan["score"] == 23 * 2  # validation and test patients
-    assert "--subset test" in result.output and "--label brats2020+test" in result.output
+    assert "--subset test" in result.output and "--evaluation brats2020+test" in result.output
     for name in ("main-unet3p-explog02-adam", "optim-unet-weighted-adagrad", "variant-unet3p_dilated-bcedice-adam",
                  "variant-unet_3conv-bcedice-adam"):
         assert f"results/study3/models/{name}/fold0/model.pt" in result.output

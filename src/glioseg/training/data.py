@@ -33,6 +33,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from glioseg.settings import Augmentation, SliceSelection
 from glioseg.preprocess import cached_paths
 
 KEYS = ("image", "label")
@@ -71,17 +72,17 @@ def _load_for(spatial_dims: int) -> list:
     return _load() if spatial_dims == 3 else [LoadSliced()]
 
 
-def train_transforms(patch_size: Sequence[int], augment: Mapping[str, Any]) -> Compose:
+def train_transforms(patch_size: Sequence[int], augment: Augmentation) -> Compose:
     """Read (a volume, or a slice for a 2D patch), pad to the patch, random crop, flips on each axis, intensity scale and shift."""
-    flips = [RandFlipd(keys=KEYS, prob=augment["flip_prob"], spatial_axis=axis) for axis in range(len(patch_size))]
+    flips = [RandFlipd(keys=KEYS, prob=augment.flip_prob, spatial_axis=axis) for axis in range(len(patch_size))]
     return Compose(
         [
             *_load_for(len(patch_size)),
             SpatialPadd(keys=KEYS, spatial_size=patch_size),
             RandSpatialCropd(keys=KEYS, roi_size=patch_size, random_size=False),
             *flips,
-            RandScaleIntensityd(keys="image", factors=augment["scale_intensity"], prob=1.0),
-            RandShiftIntensityd(keys="image", offsets=augment["shift_intensity"], prob=1.0),
+            RandScaleIntensityd(keys="image", factors=augment.scale_intensity, prob=1.0),
+            RandShiftIntensityd(keys="image", offsets=augment.shift_intensity, prob=1.0),
         ]
     )
 
@@ -99,7 +100,7 @@ def slice_areas(cache_dir: str | Path, cases: Sequence[str]) -> dict[str, np.nda
     return areas
 
 
-def slice_items(cases: list[dict[str, str]], areas: Mapping[str, np.ndarray], selection: Mapping[str, Any],
+def slice_items(cases: list[dict[str, str]], areas: Mapping[str, np.ndarray], selection: SliceSelection,
                 seed: int) -> list[dict[str, Any]]:
     """The slices one epoch of 2D training visits.
 
@@ -112,7 +113,7 @@ def slice_items(cases: list[dict[str, str]], areas: Mapping[str, np.ndarray], se
     items = []
     for case in cases:
         area = areas[case["case"]]
-        keep = (area >= max(selection["min_label_area"], 1)) | ((area == 0) & (rng.random(area.shape) < selection["empty_rate"]))
+        keep = (area >= max(selection.min_label_area, 1)) | ((area == 0) & (rng.random(area.shape) < selection.empty_rate))
         items += [{**case, "slice": int(z)} for z in np.flatnonzero(keep)]
     return items
 

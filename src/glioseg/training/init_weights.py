@@ -43,10 +43,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from glioseg import torch_files
 from glioseg.errors import GliosegError
 from glioseg.models import adapt_first_conv
-from glioseg.training import checkpoint
-from glioseg.training.checkpoint import MODEL_FORMAT
+from glioseg.models.model_file import MODEL_FORMAT, network_for, save_model
+from glioseg.settings import InitSpec, TrainingSettings
 
 _log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class LoadReport:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's payload as saved (a dict), read with ``weights_only=True``; code in it is refused."""
-    return checkpoint.load(path, hint="check the path of the initial weights in the experiment's config, "
+    return torch_files.load(path, hint="check the path of the initial weights in the experiment's config, "
                                       "and that the download is complete.")
 
 
@@ -351,21 +352,21 @@ def load_initial_weights(model: nn.Module, path: str | Path, fmt: str = "auto", 
     return report
 
 
-def load_configured_weights(model: nn.Module, path: str | Path, settings: Mapping[str, Any]) -> LoadReport:
+def load_configured_weights(model: nn.Module, path: str | Path, settings: TrainingSettings) -> LoadReport:
     """:func:`load_initial_weights` read as the experiment's ``init`` section says (format, minimum fraction)."""
-    spec = settings.get("init") or {}
-    return load_initial_weights(model, path, spec.get("format", "auto"), min_fraction=spec.get("min_fraction", 0.5))
+    spec = settings.init or InitSpec()
+    return load_initial_weights(model, path, spec.format, min_fraction=spec.min_fraction)
 
 
-def import_model(init: str | Path, settings: Mapping[str, Any], regions: list[str], in_channels: int,
+def import_model(init: str | Path, settings: TrainingSettings, regions: list[str], in_channels: int,
                  out: str | Path) -> LoadReport:
     """Write a model file for an evaluation-only experiment: its network with the ``init`` weights, untrained.
 
     Goes through :func:`load_initial_weights`, so a published checkpoint is
     remapped, checked and refused exactly as it would be before fine-tuning.
     """
-    torch.manual_seed(settings["seed"])
-    model = checkpoint.network_for(settings, in_channels, len(regions))
+    torch.manual_seed(settings.seed)
+    model = network_for(settings, in_channels, len(regions))
     report = load_configured_weights(model, init, settings)
-    checkpoint.save_model(out, model.state_dict(), settings, regions, in_channels, epoch=0, best_metric=float("nan"))
+    save_model(out, model.state_dict(), settings, regions, in_channels, epoch=0, best_metric=float("nan"))
     return report

@@ -37,8 +37,11 @@ from glioseg.inference import autocast, predict_masks
 from glioseg.locks import exclusive_lock
 from glioseg.losses import build_loss
 from glioseg.models import on_epoch_start, training_loss
+from glioseg.models.model_file import network_for, save_model
 from glioseg.preprocess import cache_digest
+from glioseg.settings import InferenceSettings, TrainingSettings
 from glioseg.tables import history_columns
+from glioseg import torch_files
 from glioseg.training import checkpoint
 from glioseg.training.data import (
     case_items,
@@ -64,12 +67,14 @@ from glioseg.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
-VALIDATION_WINDOW = {"overlap": 0.25, "sw_batch_size": 4, "blend": "gaussian", "threshold": 0.5}
-"""Sliding-window settings for validation during training; the ROI is the training patch.
+def validation_window(settings: TrainingSettings) -> InferenceSettings:
+    """The sliding window of validation during training: the training patch, overlap 0.25, Gaussian blending.
 
-Fixed here rather than taken from the experiment's ``inference`` section, so
-that tuning inference never invalidates a trained model.
-"""
+    Fixed here rather than taken from the experiment's ``inference`` section,
+    so that tuning inference never invalidates a trained model.
+    """
+    return InferenceSettings(roi_size=settings.patch_size, overlap=0.25, sw_batch_size=4, blend="gaussian",
+                             threshold=0.5, amp=settings.amp)
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ class FoldPaths:
     history: Path
     state: Path
     init: Path | None = None
-    """Weights to start from (``settings["init"]`` says how to read them); ignored when resuming."""
+    """Weights to start from (``settings.init`` says how to read them); ignored when resuming."""
 
     @property
     def last(self) -> Path:
@@ -153,17 +158,17 @@ def _signal_name(stop: StopRequest) -> str:
     return signal.Signals(stop.signal).name if stop.signal is not None else "a signal to another process"
 
 
-def _new_run(settings: Mapping[str, Any], in_channels: int, regions: list[str], device: torch.device) -> Run:
-    torch.manual_seed(settings["seed"])
-    model = checkpoint.network_for(settings, in_channels, len(regions)).to(device)
-    optimizer = build_optimizer(settings["optimizer"], model.parameters())
-    scheduler = build_scheduler(settings["scheduler"], optimizer, settings["epochs"])
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings["amp"])
+def _new_run(settings: TrainingSettings, in_channels: int, regions: list[str], device: torch.device) -> Run:
+    torch.manual_seed(settings.seed)
+    model = network_for(settings, in_channels, len(regions)).to(device)
+    optimizer = build_optimizer(settings.optimizer, model.parameters())
+    scheduler = build_scheduler(settings.scheduler, optimizer, settings.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings.amp)
     return Run(model, optimizer, scheduler, scaler, network=model)
 
 
 def _save_state(run: Run, path: Path, identity: checkpoint.RunIdentity) -> None:
-    checkpoint.save(
+    torch_files.save(
         {
             "identity": identity.to_json(),
             "epoch": run.epoch,
@@ -189,7 +194,7 @@ def _resume(run: Run, path: Path, identity: checkpoint.RunIdentity) -> bool:
     """
     if not path.exists():
         return False
-    state = checkpoint.load(path, hint="the saved training state is damaged: delete it to train this fold from its "
+    state = torch_files.load(path, hint="the saved training state is damaged: delete it to train this fold from its "
                                        "first epoch, or put back a copy of it.")
     if "identity" not in state:
         log.warning("starting afresh: %s was saved by an older glioseg that did not record its inputs", path)
@@ -246,7 +251,7 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
     return mean_loss
 
 
-def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torch.device) -> dict[str, np.ndarray]:
+def validate(model: nn.Module, loader, settings: TrainingSettings, device: torch.device) -> dict[str, np.ndarray]:
     """Mean Dice and IoU per region over the validation volumes (empty truth and prediction count as 1).
 
     2D models are validated on whole volumes too, slice by slice, so that
@@ -256,23 +261,23 @@ def validate(model: nn.Module, loader, settings: Mapping[str, Any], device: torc
     """
     metrics = {"dice": DiceMetric(include_background=True, reduction="mean_batch", ignore_empty=False),
                "iou": MeanIoU(include_background=True, reduction="mean_batch", ignore_empty=False)}
-    window = {**VALIDATION_WINDOW, "roi_size": settings["patch_size"]}
+    window = validation_window(settings)
     for batch in loader:
-        masks = predict_masks(model, batch["image"], window, device, settings["amp"]).float().cpu()
+        masks = predict_masks(model, batch["image"], window, device).float().cpu()
         for metric in metrics.values():
             metric(y_pred=masks, y=batch["label"].float())
     return {name: metric.aggregate().numpy() for name, metric in metrics.items()}
 
 
-def _epoch_items(train_items: list[dict], areas: Mapping[str, np.ndarray] | None, settings: Mapping[str, Any], epoch: int,
+def _epoch_items(train_items: list[dict], areas: Mapping[str, np.ndarray] | None, settings: TrainingSettings, epoch: int,
                  world: World) -> list[dict]:
     """This process's items of one epoch: cases (3D), or the slices selected from them (2D)."""
-    seed = epoch_seed(settings["seed"], epoch)
-    items = train_items if areas is None else slice_items(train_items, areas, settings["slices"], seed)
+    seed = epoch_seed(settings.seed, epoch)
+    items = train_items if areas is None else slice_items(train_items, areas, settings.slices, seed)
     return shard(items, world, seed)
 
 
-def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
+def train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
                in_channels: int, device: torch.device | None = None, stop: StopRequest | None = None) -> pd.DataFrame:
     """Train (or resume) one fold, then write the best model and the per-epoch history.
 
@@ -291,15 +296,15 @@ def train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[
         return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device, stop, world)
 
 
-def _state_lock(paths: FoldPaths, settings: Mapping[str, Any]) -> contextlib.AbstractContextManager[bool]:
+def _state_lock(paths: FoldPaths, settings: TrainingSettings) -> contextlib.AbstractContextManager[bool]:
     """One training per state folder: two would overwrite each other's last.pt and best.pt."""
-    return exclusive_lock(paths.state / "lock", f"training {settings['name']}", subject=paths.state,
+    return exclusive_lock(paths.state / "lock", f"training {settings.name}", subject=paths.state,
                           busy="another training of this fold is running",
                           hint="wait for it to finish, or stop it (kill that process, or scancel its SLURM job) and "
                                "run this one again.")
 
 
-def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
+def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
                 in_channels: int, device: torch.device, stop: StopRequest, world: World) -> pd.DataFrame:
     run = _new_run(settings, in_channels, regions, device)
     identity = checkpoint.run_identity(settings, train_cases, val_cases, data_digest=cache_digest(paths.cache),
@@ -308,35 +313,34 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
     if not _resume(run, paths.last, identity) and paths.init is not None:
         load_configured_weights(run.model, paths.init, settings)
     run.network = wrap(run.model, world, device)
-    loss_fn = build_loss(settings["loss"])
-    transforms = train_transforms(settings["patch_size"], settings["augment"])
+    loss_fn = build_loss(settings.loss)
+    transforms = train_transforms(settings.patch_size, settings.augment)
     train_items = case_items(paths.cache, train_cases)
-    areas = slice_areas(paths.cache, train_cases) if len(settings["patch_size"]) == 2 else None
-    val_loader = eval_loader(case_items(paths.cache, validation_share(val_cases, world)), settings["num_workers"])
-    amp = settings["amp"]
-    log.info("training %s on %s%s: %d train / %d validation cases, epochs %d..%d", settings["name"], device,
+    areas = slice_areas(paths.cache, train_cases) if settings.spatial_dims == 2 else None
+    val_loader = eval_loader(case_items(paths.cache, validation_share(val_cases, world)), settings.num_workers)
+    log.info("training %s on %s%s: %d train / %d validation cases, epochs %d..%d", settings.name, device,
              f" (process {world.rank} of {world.size})" if world.is_distributed else "", len(train_cases), len(val_cases),
-             run.epoch + 1, settings["epochs"])
-    bar = tqdm(range(run.epoch + 1, settings["epochs"] + 1), desc=f"{settings['name']}", unit="epoch", initial=run.epoch,
-               total=settings["epochs"], disable=not world.is_main)
+             run.epoch + 1, settings.epochs)
+    bar = tqdm(range(run.epoch + 1, settings.epochs + 1), desc=settings.name, unit="epoch", initial=run.epoch,
+               total=settings.epochs, disable=not world.is_main)
     for epoch in bar:
         on_epoch_start(run.model, epoch)
         started = time.perf_counter()
         items = _epoch_items(train_items, areas, settings, epoch, world)
-        loader = train_loader(items, transforms, settings["batch_size"], settings["num_workers"], settings["seed"] + world.rank,
+        loader = train_loader(items, transforms, settings.batch_size, settings.num_workers, settings.seed + world.rank,
                               epoch)
-        loss = _train_epoch(run, loader, loss_fn, device, amp, stop, lambda: _save_state(run, paths.last, identity), world,
+        loss = _train_epoch(run, loader, loss_fn, device, settings.amp, stop, lambda: _save_state(run, paths.last, identity), world,
                             paths.last)
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
         run.scheduler.step()
-        if epoch % settings["validate_every"] == 0 or epoch == settings["epochs"]:
+        if epoch % settings.validate_every == 0 or epoch == settings.epochs:
             for name, values in validate(run.model, val_loader, settings, device).items():
                 row.update({f"val_{name}_{r}": float(v) for r, v in zip(regions, values)})
                 row[f"val_{name}_mean"] = float(values.mean())
-            if row[f"val_{settings['select']}_mean"] > run.best_metric:
-                run.best_metric, run.best_epoch = row[f"val_{settings['select']}_mean"], epoch
+            if row[f"val_{settings.select}_mean"] > run.best_metric:
+                run.best_metric, run.best_epoch = row[f"val_{settings.select}_mean"], epoch
                 if world.is_main:
-                    checkpoint.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
+                    torch_files.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
         row["seconds"] = time.perf_counter() - started
         run.epoch = epoch
         run.history.append(row)
@@ -346,7 +350,7 @@ def _train_fold(settings: Mapping[str, Any], paths: FoldPaths, train_cases: list
         barrier(world)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", dice=f"{row.get('val_dice_mean', float('nan')):.3f}")
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
-        if epoch < settings["epochs"] and any_rank(stop.signal is not None, world, device):
+        if epoch < settings.epochs and any_rank(stop.signal is not None, world, device):
             # A signal during validation: the state is saved, so stop now, not a step into the next epoch.
             raise TrainingInterrupted(f"stopped by {_signal_name(stop)} after epoch {epoch}; state saved")
     if not world.is_main:
@@ -361,11 +365,11 @@ def _write_history(run: Run, paths: FoldPaths, regions: list[str]) -> pd.DataFra
     return history
 
 
-def _finish(run: Run, settings: Mapping[str, Any], paths: FoldPaths, regions: list[str], in_channels: int) -> pd.DataFrame:
-    best = checkpoint.load(paths.best)
-    checkpoint.save_model(paths.model, best["model"], settings, regions, in_channels, epoch=best["epoch"],
+def _finish(run: Run, settings: TrainingSettings, paths: FoldPaths, regions: list[str], in_channels: int) -> pd.DataFrame:
+    best = torch_files.load(paths.best)
+    save_model(paths.model, best["model"], settings, regions, in_channels, epoch=best["epoch"],
                           best_metric=best["metric"])
     history = _write_history(run, paths, regions)
-    log.info("best mean validation %s %.4f at epoch %d → %s", settings["select"], run.best_metric, run.best_epoch, paths.model)
+    log.info("best mean validation %s %.4f at epoch %d → %s", settings.select, run.best_metric, run.best_epoch, paths.model)
     return history
 
