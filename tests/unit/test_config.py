@@ -67,7 +67,8 @@ def test_the_shipped_configs_are_valid():
         (lambda c: c["experiments"]["e"].update(init={"checkpoint": "w.pt", "format": "onnx"}), r"'onnx' is not one of"),
         (lambda c: c["experiments"]["e"].update(exclude_overlap_with=["d"]), r"excludes the overlap with dataset 'd'"),
         (lambda c: c["experiments"]["e"].update(scheduler={"name": "step", "gamma": 2}), r"gamma: 2 is greater than the maximum"),
-        (lambda c: c["experiments"]["e"].update(loss={"name": "exp_log", "w_cee": 0.7}), r"loss: Additional properties are not allowed \('w_cee' was unexpected"),
+        (lambda c: c["experiments"]["e"].update(loss={"name": "exp_log", "w_cee": 0.7}),
+         r"loss: Additional properties are not allowed \('w_cee' was unexpected"),
     ],
 )
 def test_bad_config_fails_with_one_clear_message(change, message):

@@ -62,7 +62,8 @@ def test_brats2018_2019_read_grade_folders(tmp_path, layout, year, prefix):
         brats_case(training / grade / case, "_", BRATS_MODALITIES, ".nii.gz", [0, 1, 2, 4])
     (training / "survival_data.csv").write_text("BraTS18ID,Age,Survival,ResectionStatus\n")
     # The validation release: ungraded, unlabelled, not under HGG/LGG.
-    brats_case(tmp_path / f"MICCAI_BraTS_{year}_Data_Validation" / f"{prefix}_CBICA_AAM_1", "_", BRATS_MODALITIES, ".nii.gz", [], labelled=False)
+    brats_case(tmp_path / f"MICCAI_BraTS_{year}_Data_Validation" / f"{prefix}_CBICA_AAM_1", "_", BRATS_MODALITIES, ".nii.gz", [],
+               labelled=False)
     # macOS zip debris mirrors real folder names.
     debris = tmp_path / "__MACOSX" / training.name / "HGG" / f"{prefix}_2013_10_1"
     debris.mkdir(parents=True)
@@ -102,7 +103,8 @@ def brats2020(tmp_path) -> Path:
     (data / "survival_info.csv").write_text("Brats20ID,Age,Survival_days,Extent_of_Resection\nBraTS20_Training_001,60.463,289,GTR\n")
     validation = tmp_path / "BraTS2020_ValidationData" / "MICCAI_BraTS2020_ValidationData"
     brats_case(validation / "BraTS20_Validation_001", "_", BRATS_MODALITIES, ".nii", [], labelled=False)
-    (validation / "name_mapping_validation_data.csv").write_text("BraTS_2017_subject_ID,BraTS_2018_subject_ID,BraTS_2019_subject_ID,BraTS_2020_subject_ID\n")
+    (validation / "name_mapping_validation_data.csv").write_text("BraTS_2017_subject_ID,BraTS_2018_subject_ID,"
+                                                                 "BraTS_2019_subject_ID,BraTS_2020_subject_ID\n")
     return tmp_path
 
 
@@ -112,7 +114,8 @@ def test_brats2020_groups_from_name_mapping_and_accepts_case_355s_seg(brats2020)
     assert list(frame["case"]) == ["BraTS20_Training_001", "BraTS20_Training_260", "BraTS20_Training_355"]
     assert list(frame["patient"]) == list(frame["case"])
     assert list(frame["group"]) == ["HGG", "LGG", "HGG"]
-    assert images(frame, BRATS_MODALITIES)[1] == [str(data / "BraTS20_Training_260" / f"BraTS20_Training_260_{m}.nii") for m in BRATS_MODALITIES]
+    assert images(frame, BRATS_MODALITIES)[1] == [str(data / "BraTS20_Training_260" / f"BraTS20_Training_260_{m}.nii")
+                                                  for m in BRATS_MODALITIES]
     assert list(frame["label"]) == [
         str(data / "BraTS20_Training_001" / "BraTS20_Training_001_seg.nii"),
         str(data / "BraTS20_Training_260" / "BraTS20_Training_260_seg.nii"),
@@ -158,7 +161,8 @@ def test_brats2023_timepoints_share_a_patient(brats2023):
 
 
 def test_brats2023_label_4_is_outside_its_convention(brats2023):
-    write_volume(brats2023 / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / "BraTS-GLI-00002-000" / "BraTS-GLI-00002-000-seg.nii.gz", [0, 2, 4])
+    write_volume(brats2023 / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / "BraTS-GLI-00002-000" / "BraTS-GLI-00002-000-seg.nii.gz",
+                 [0, 2, 4])
     with pytest.raises(GliosegError) as error:
         build_manifest(brats2023, "brats2023", "d")
     assert "1 of 3 cases are unusable" in error.value.message
@@ -273,7 +277,8 @@ def test_custom_spec_without_its_required_keys():
 
 
 def test_unknown_layout_lists_the_known_ones():
-    with pytest.raises(KeyError, match=r"unknown layout 'brats2022'; known layouts: \['brats2018', 'brats2019', 'brats2020', 'brats2021', 'brats2023', 'custom', 'lgg_kaggle3m'\]"):
+    with pytest.raises(KeyError, match=r"unknown layout 'brats2022'; known layouts: "
+                                       r"\['brats2018', 'brats2019', 'brats2020', 'brats2021', 'brats2023', 'custom', 'lgg_kaggle3m'\]"):
         get_layout("brats2022")
 
 

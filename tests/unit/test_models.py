@@ -179,7 +179,7 @@ def test_dynunet_stacks_deep_supervision_heads_in_training_and_weights_them_the_
 
 def test_segresnet_vae_adds_its_weighted_vae_loss_in_training_only():
     model, patch, batch = tiny_model("segresnet_vae", vae_weight=0.5)
-    image, label = batch_of(patch, batch)
+    image, _label = batch_of(patch, batch)
     logits, vae_loss = model.train()(image)
     assert logits.shape == (batch, OUT, *patch) and vae_loss.ndim == 0 and vae_loss > 0
     toy_logits, toy_target = torch.full((1, OUT, 2, 2, 2), 2.0), torch.zeros(1, OUT, 2, 2, 2)
@@ -270,7 +270,7 @@ def test_adapt_first_conv_spreads_a_single_channel_kernel_over_the_modalities():
     assert state["conv1.weight"] is weight and adapted["bn1.weight"] is state["bn1.weight"]
     image = torch.randn(1, 1, 6, 6, 6)
     assert torch.allclose(F.conv3d(image.repeat(1, 4, 1, 1, 1), adapted["conv1.weight"]), F.conv3d(image, weight), atol=1e-5)
-    with pytest.raises(KeyError, match="no 'conv0.weight'"):
+    with pytest.raises(KeyError, match=r"no 'conv0\.weight'"):
         adapt_first_conv(state, "conv0.weight", 4)
 
 

@@ -148,7 +148,7 @@ def test_write_summary_writes_sorted_scores_and_report(tmp_path: Path) -> None:
 def test_write_summary_writes_nothing_for_a_bad_input(tmp_path: Path) -> None:
     bad = write_scores(tmp_path / "bad.csv", make_scores().drop(columns="case"))
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match="bad.csv"):
+    with pytest.raises(ValueError, match=r"bad\.csv"):
         write_summary([bad], out / "scores.csv", out / "summary.md")
     assert not out.exists() or not any(out.iterdir())
 

@@ -88,10 +88,12 @@ def _slice_files(folder: Path) -> tuple[list[Path], list[Path]]:
         table = masks if found["mask"] else images
         number = int(found["number"])
         if number in table:
-            raise GliosegError(f"slice {number} appears twice, also as {table[number].name}", path=path, hint="keep one file per slice number.")
+            raise GliosegError(f"slice {number} appears twice, also as {table[number].name}", path=path,
+                               hint="keep one file per slice number.")
         table[number] = path
     if not images and not masks:
-        raise GliosegError("case folder holds no slices", path=folder, hint="remove the empty folder, or restore its tifs from the archive.")
+        raise GliosegError("case folder holds no slices", path=folder,
+                           hint="remove the empty folder, or restore its tifs from the archive.")
     unmasked, orphaned = sorted(images.keys() - masks.keys()), sorted(masks.keys() - images.keys())
     if unmasked:
         number = unmasked[0]
@@ -209,9 +211,11 @@ def stack_lgg(raw_root: str | Path, out_root: str | Path) -> None:
     """
     raw, out = Path(raw_root), Path(out_root)
     if not raw.is_dir():
-        raise GliosegError("LGG dataset folder not found", path=raw, hint="extract the kaggle_3m archive first, or fix the dataset's source path.")
+        raise GliosegError("LGG dataset folder not found", path=raw,
+                           hint="extract the kaggle_3m archive first, or fix the dataset's source path.")
     if out.resolve().is_relative_to(raw.resolve()):
-        raise GliosegError("the output folder lies inside the raw dataset folder", path=out, hint="write the stacked volumes outside the raw folder.")
+        raise GliosegError("the output folder lies inside the raw dataset folder", path=out,
+                           hint="write the stacked volumes outside the raw folder.")
     folders = _unique_folders(raw)
     if not folders:
         raise GliosegError("no LGG case folders (TCGA_<inst>_<patient>_<date>) found", path=raw,

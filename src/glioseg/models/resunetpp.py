@@ -19,6 +19,7 @@ multiples of ``2 ** (len(features) - 1)``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -74,7 +75,7 @@ class ResUNetPlusPlus(nn.Module):
         residual = partial(ResidualUnit, spatial_dims, act="relu", norm="batch", dropout=dropout or None)
         self.stem = residual(in_channels, features[0])
         self.excite = nn.ModuleList(ChannelSELayer(spatial_dims, f, r=min(SE_REDUCTION, f)) for f in features[:-1])
-        self.encoder = nn.ModuleList(residual(c_in, c_out, strides=2) for c_in, c_out in zip(features, features[1:]))
+        self.encoder = nn.ModuleList(residual(c_in, c_out, strides=2) for c_in, c_out in itertools.pairwise(features))
         self.bridge = _aspp(spatial_dims, features[-1], 2 * features[-1])
         self.attention, self.decoder = nn.ModuleList(), nn.ModuleList()
         width = 2 * features[-1]

@@ -101,7 +101,7 @@ def per_fold_summary(scores: pd.DataFrame) -> pd.DataFrame:
     ``std`` is the sample std (ddof=1), 0.0 for a fold with a single case.
     """
     tidy = _tidy(scores)
-    summary = _mean_std(tidy.groupby(_GROUP + ["fold"])["value"], "n_cases")
+    summary = _mean_std(tidy.groupby([*_GROUP, "fold"])["value"], "n_cases")
     return _sorted(summary, ["experiment", "dataset", "fold", "region", "metric"])
 
 
@@ -237,7 +237,8 @@ def _per_fold_table(per_fold: pd.DataFrame) -> str:
     for (experiment, dataset, fold), group in per_fold.groupby(["experiment", "dataset", "fold"], sort=False):
         cells = _lookup(group)
         count = int(group["n_cases"].max())
-        rows.append([experiment, dataset, "ensemble" if fold == ENSEMBLE_FOLD else str(fold), str(count)] + [_cell(cells.get((r, "dice")), "dice") for r in REGIONS])
+        rows.append([experiment, dataset, "ensemble" if fold == ENSEMBLE_FOLD else str(fold), str(count)]
+                    + [_cell(cells.get((r, "dice")), "dice") for r in REGIONS])
     return _markdown_table(header, rows)
 
 

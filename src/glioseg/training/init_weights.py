@@ -215,12 +215,16 @@ def _remap(state: Mapping[str, Any], fmt: str, model: nn.Module,
         scope = _encoder_prefix(model_keys, _SWIN_MARKERS, "Swin ViT encoder", fmt)
         source_prefix = _swin_prefix(set(state)) or ""
         first_conv = scope + "patch_embed.proj.weight"
-        rename = lambda k: scope + _rename_mlp(k[len(source_prefix):])
+
+        def rename(k: str) -> str:
+            return scope + _rename_mlp(k[len(source_prefix):])
     else:  # medicalnet
         scope = _encoder_prefix(model_keys, _RESNET_MARKERS, "ResNet encoder", fmt)
         source_prefix = ""
         first_conv = scope + "conv1.weight"
-        rename = lambda k: scope + k
+
+        def rename(k: str) -> str:
+            return scope + k
 
     out: dict[str, Any] = {}
     for key, value in state.items():

@@ -9,6 +9,7 @@ later stage names its files by case id.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,7 +45,7 @@ def case_folders(root: Path, pattern: re.Pattern[str]) -> list[Path]:
 def in_case_order(cases: Iterable[CaseFiles], root: Path) -> list[CaseFiles]:
     """Sort by case id, refusing duplicates (e.g. a training folder extracted twice into one root)."""
     ordered = sorted(cases, key=lambda c: c.case)
-    duplicated = sorted({a.case for a, b in zip(ordered, ordered[1:]) if a.case == b.case})
+    duplicated = sorted({a.case for a, b in itertools.pairwise(ordered) if a.case == b.case})
     if duplicated:
         raise GliosegError(
             f"case ids found more than once: {', '.join(duplicated)}",
