@@ -14,7 +14,7 @@ help:
 	@echo "make run     the default study (config.yaml) on the embedded synthetic sample"
 	@echo "make test    the test suite (unit + workflow)"
 	@echo "make report  results/report.html from the last run"
-	@echo "make lint    snakemake --lint"
+	@echo "make lint    ruff (style rules in pyproject.toml) and snakemake --lint"
 	@echo "make clean   remove results/ and .snakemake/ (keeps .venv)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -32,6 +32,7 @@ report: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --report results/report.html
 
 lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
 	$(BIN)/snakemake --lint
 
 test: $(STAMP)

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from glioseg.inference import predict_probabilities
-from glioseg.settings import InferenceSettings
 from glioseg.losses import build_loss
 from glioseg.models import build_model, on_epoch_start, training_loss
+from glioseg.settings import InferenceSettings
 
 OUT = Path(__file__).parent / "results" / "model_steps.md"
 

@@ -22,9 +22,9 @@ from glioseg.atomic import atomic_dir
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, regions_to_labels
 from glioseg.manifest import DatasetInfo
+from glioseg.models.model_file import load_model
 from glioseg.nifti import load_image, write_label_map
 from glioseg.preprocess import CropBox, cached_paths, read_cache_properties, uncrop
-from glioseg.models.model_file import load_model
 from glioseg.settings import InferenceSettings
 
 

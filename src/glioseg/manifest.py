@@ -78,7 +78,7 @@ def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
     if missing:
         return [f"missing {', '.join(missing)}"]
     problems: list[str] = []
-    paths = {**{m: p for m, p in files.images.items()}, "label": files.label}
+    paths = {**dict(files.images.items()), "label": files.label}
     if layout.masks:
         paths["mask"] = files.mask
     headers = {}

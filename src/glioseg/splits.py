@@ -74,19 +74,16 @@ def holdout_folds(manifest: pd.DataFrame, val_patients: int, test_patients: int,
             f"{len(order)} patients cannot give {val_patients} validation and {test_patients} test patients and still train",
             hint="lower split → val_patients or test_patients.",
         )
-    assignment = {patient: TEST_FOLD for patient in order[:test_patients]}
-    assignment |= {patient: 0 for patient in order[test_patients:test_patients + val_patients]}
-    assignment |= {patient: 1 for patient in order[test_patients + val_patients:]}
+    assignment = dict.fromkeys(order[:test_patients], TEST_FOLD)
+    assignment |= dict.fromkeys(order[test_patients:test_patients + val_patients], 0)
+    assignment |= dict.fromkeys(order[test_patients + val_patients:], 1)
     return pd.Series(assignment, name="fold").sort_index()
 
 
 def split_table(manifest: pd.DataFrame, n_folds: int, test_fraction: float, seed: int,
                 holdout: tuple[int, int] | None = None) -> pd.DataFrame:
     """One row per case: case, patient, group, fold, subset (train/test); ``holdout`` = (validation, test) patient counts."""
-    if holdout is None:
-        folds = assign_folds(manifest, n_folds, test_fraction, seed)
-    else:
-        folds = holdout_folds(manifest, *holdout, seed)
+    folds = assign_folds(manifest, n_folds, test_fraction, seed) if holdout is None else holdout_folds(manifest, *holdout, seed)
     table = manifest[["case", "patient", "group"]].copy()
     table["fold"] = table["patient"].map(folds).astype(int)
     table["subset"] = np.where(table["fold"] == TEST_FOLD, "test", "train")

@@ -19,9 +19,9 @@ from glioseg.cli import main as cli_main
 from glioseg.datasets.layouts import get_layout
 from glioseg.datasets.lgg import stack_lgg
 from glioseg.errors import GliosegError
+from glioseg.manifest import build_manifest, read_dataset_info, write_manifest
 from glioseg.report.figures import axial_slice, plot_score_boxplots
 from glioseg.report.summary import markdown_report
-from glioseg.manifest import build_manifest, read_dataset_info, write_manifest
 from glioseg.scoring import score_prediction_slices, score_predictions
 from glioseg.splits import split_table
 
@@ -357,7 +357,7 @@ def test_real_subset_stacks_manifests_and_splits_by_patient(tmp_path):
     masks_per_case = {f.name: len(list(f.glob("*_mask.tif"))) for f in folders}
     stack_lgg(REAL, tmp_path / "volumes")
 
-    frame, info = build_manifest(tmp_path / "volumes", "lgg_kaggle3m", "lgg")
+    frame, _info = build_manifest(tmp_path / "volumes", "lgg_kaggle3m", "lgg")
     assert frame["case"].tolist() == sorted(masks_per_case)
     patients = frame["patient"].tolist()
     assert len(set(patients)) == 10

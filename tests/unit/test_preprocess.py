@@ -151,7 +151,7 @@ def brain_voxels(shape: tuple[int, ...] = SHAPE) -> np.ndarray:
 
 
 def test_zero_background_is_the_default_and_is_recorded(tmp_path):
-    out, properties = run(tmp_path, [case_row(tmp_path / "raw", skull_stripped())])
+    _out, properties = run(tmp_path, [case_row(tmp_path / "raw", skull_stripped())])
     props = properties["cases"]["c1"]
     assert properties["background"] == "zero"
     assert props["brain"] == {"method": "zero", "fraction": round(11 * 9 * 11 / np.prod(SHAPE), 6)}

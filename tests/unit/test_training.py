@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
+from glioseg import torch_files
 from glioseg.config import training_settings, validate_config
 from glioseg.manifest import read_dataset_info, read_manifest
-from glioseg.preprocess import preprocess_dataset
-from glioseg import torch_files
 from glioseg.models.model_file import MODEL_FORMAT, load_model, network_for
+from glioseg.preprocess import preprocess_dataset
 from glioseg.settings import InferenceSettings, SliceSelection, TrainingSettings
 from glioseg.training import checkpoint, loop
 from glioseg.training.loop import FoldPaths, train_fold
@@ -215,7 +215,7 @@ def test_a_stop_signal_after_the_last_epoch_leaves_the_finished_training_alone(c
 def test_models_that_need_the_patch_size_train_and_reload(cache, tmp_path, model):
     spec = dataclasses.replace(settings(epochs=1), model=model, patch_size=(32, 32, 32))
     run(cache, tmp_path, spec)
-    rebuilt, payload = load_model(tmp_path / "model.pt", CPU)
+    rebuilt, _payload = load_model(tmp_path / "model.pt", CPU)
     assert rebuilt(torch.zeros(1, 4, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
 
 

@@ -192,18 +192,17 @@ def synthesize_case(spec: SyntheticSpec, index: int) -> SyntheticCase:
 
 def write_sample_archive(spec: SyntheticSpec, out_zip: str | Path) -> None:
     """Write ``spec`` as a BraTS 2021 Kaggle-layout zip, atomically and byte-reproducibly."""
-    with atomic_path(out_zip) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            # Everything stored (no deflate): the bytes then depend on zlib only through the gzip of each volume.
-            _write_member(zf, "README.txt", _readme(spec).encode("utf-8"), zipfile.ZIP_STORED)
-            for index in range(spec.cases):
-                case = synthesize_case(spec, index)
-                cid = case_id(index)
-                volumes = {**case.images, "seg": case.seg}
-                for name in sorted(volumes):  # sorted: a stable member order
-                    data = _nifti_gz(volumes[name], case.affine)
-                    # Already gzip-compressed: store, do not deflate twice.
-                    _write_member(zf, f"{cid}/{cid}_{name}.nii.gz", data, zipfile.ZIP_STORED)
+    with atomic_path(out_zip) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        # Everything stored (no deflate): the bytes then depend on zlib only through the gzip of each volume.
+        _write_member(zf, "README.txt", _readme(spec).encode("utf-8"), zipfile.ZIP_STORED)
+        for index in range(spec.cases):
+            case = synthesize_case(spec, index)
+            cid = case_id(index)
+            volumes = {**case.images, "seg": case.seg}
+            for name in sorted(volumes):  # sorted: a stable member order
+                data = _nifti_gz(volumes[name], case.affine)
+                # Already gzip-compressed: store, do not deflate twice.
+                _write_member(zf, f"{cid}/{cid}_{name}.nii.gz", data, zipfile.ZIP_STORED)
 
 
 # --------------------------------------------------------------------- helpers

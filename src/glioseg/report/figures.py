@@ -211,7 +211,7 @@ def _style_curve_axes(loss_ax: Axes, dice_ax: Axes, last_epoch: int) -> None:
     dice_ax.set_ylabel("mean Dice")
     star = Line2D([], [], marker="*", markersize=11, linestyle="", color="grey", markeredgecolor="black")
     handles, labels = dice_ax.get_legend_handles_labels()
-    dice_ax.legend(handles + [star], labels + ["best epoch"], fontsize="small", loc="lower right")
+    dice_ax.legend([*handles, star], [*labels, "best epoch"], fontsize="small", loc="lower right")
 
 
 def _box_groups(scores: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
@@ -289,7 +289,7 @@ def _draw_overlay(ax: Axes, background: _View, labels: np.ndarray, title: str) -
 
 
 def _label_rgba(labels: np.ndarray) -> np.ndarray:
-    rgba = np.zeros(labels.shape + (4,))
+    rgba = np.zeros((*labels.shape, 4))
     for value, colour in LABEL_COLOURS.items():
         rgba[labels == value] = (*to_rgb(colour), _OVERLAY_ALPHA)
     return rgba

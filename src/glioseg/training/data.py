@@ -33,8 +33,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from glioseg.settings import Augmentation, SliceSelection
 from glioseg.preprocess import cached_paths
+from glioseg.settings import Augmentation, SliceSelection
 
 KEYS = ("image", "label")
 

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ from monai.metrics import DiceMetric, MeanIoU
 from torch import nn
 from tqdm import tqdm
 
+from glioseg import torch_files
 from glioseg.atomic import write_csv
 from glioseg.errors import GliosegError
 from glioseg.inference import autocast, predict_masks
@@ -41,7 +41,6 @@ from glioseg.models.model_file import network_for, save_model
 from glioseg.preprocess import cache_digest
 from glioseg.settings import InferenceSettings, TrainingSettings
 from glioseg.tables import history_columns
-from glioseg import torch_files
 from glioseg.training import checkpoint
 from glioseg.training.data import (
     case_items,
