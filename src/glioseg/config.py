@@ -317,7 +317,9 @@ def init_source(config: Mapping[str, Any], experiment: str, fold: int) -> str | 
         return None
     if "checkpoint" in init:
         return init["checkpoint"].replace("{fold}", str(fold))
-    return f"{config['results']}/models/{init['experiment']}/fold{init.get('fold', fold)}/model.pt"
+    from glioseg.paths import Results
+
+    return Results(config["results"]).model(init["experiment"], init.get("fold", fold))
 
 
 def inference_settings(config: Mapping[str, Any], experiment: str) -> dict[str, Any]:

@@ -4,12 +4,12 @@
 
 rule acquire:
     output:
-        f"{R}/downloads/{{dataset}}/{{dataset}}.zip",
+        RESULTS.archive("{dataset}"),
     params:
         source=lambda w: canonical_json(DATASETS[w.dataset]["source"]),
         sha256=lambda w: sha256_option(w.dataset),
     log:
-        f"{R}/downloads/{{dataset}}/acquire.log",
+        RESULTS.acquire_log("{dataset}"),
     # Downloads go first: a rejected credential, an unknown slug or no network
     # should surface before an hour of another dataset's preprocessing.
     priority: 100
@@ -23,11 +23,11 @@ rule extract:
     input:
         archive_of,
     output:
-        directory(f"{R}/raw/{{dataset}}"),
+        directory(RESULTS.raw("{dataset}")),
     params:
         sha256=lambda w: sha256_option(w.dataset) if source_path(w.dataset) else "",
     log:
-        f"{R}/logs/extract/{{dataset}}.log",
+        RESULTS.log("extract", "{dataset}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:

@@ -1,4 +1,4 @@
-# Helpers shared by all the .smk files: the validated config and the path scheme.
+# Helpers shared by all the .smk files: the validated config, the results layout and what each job reads.
 
 import json
 
@@ -14,7 +14,9 @@ from glioseg.config import (
     training_settings,
     validate_config,
 )
+from glioseg.datasets.layouts import stacks_slices
 from glioseg.errors import GliosegError
+from glioseg.paths import ENSEMBLE, Results
 
 CONFIG_SOURCE = ", ".join(str(path) for path in workflow.configfiles) or "config"
 try:
@@ -24,7 +26,7 @@ try:
 except GliosegError as error:
     raise WorkflowError(error.message) from None
 
-R = config["results"]
+RESULTS = Results(config["results"])
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
 
@@ -51,7 +53,7 @@ def check_kaggle_credentials():
         if "kaggle" in spec["source"]
         and not any(
             Path(path).exists()
-            for path in (f"{R}/downloads/{name}/{name}.zip", f"{R}/raw/{name}", f"{R}/volumes/{name}")
+            for path in (RESULTS.archive(name), RESULTS.raw(name), RESULTS.volumes(name))
         )
     ]
     if due:
@@ -68,7 +70,7 @@ def canonical_json(value):
     return json.dumps(value, sort_keys=True)
 
 
-def dataset_of(wildcards):
+def training_dataset(wildcards):
     return EXPERIMENTS[wildcards.experiment]["dataset"]
 
 
@@ -79,7 +81,7 @@ def source_path(dataset):
 def archive_of(wildcards):
     """The archive a dataset is extracted from: synthesised, or the user's file."""
     path = source_path(wildcards.dataset)
-    return path if path else f"{R}/downloads/{wildcards.dataset}/{wildcards.dataset}.zip"
+    return path if path else RESULTS.archive(wildcards.dataset)
 
 
 def sha256_option(dataset):
@@ -92,18 +94,17 @@ def extracted_dir(dataset):
     path = source_path(dataset)
     if path and Path(path).is_dir():
         return path
-    return f"{R}/raw/{dataset}"
+    return RESULTS.raw(dataset)
 
 
-# Layouts whose release is not volumes: the manifest reads what stack_slices made of the extracted files.
-STACKED_LAYOUTS = {"lgg_kaggle3m"}
+def is_stacked(dataset):
+    """Whether a dataset is released as 2D slices, which stack_slices makes into volumes."""
+    return stacks_slices(DATASETS[dataset]["layout"])
 
 
 def raw_dir(dataset):
     """The folder the manifest reads: the extracted dataset, or its stacked volumes for 2D-slice releases."""
-    if DATASETS[dataset]["layout"] in STACKED_LAYOUTS:
-        return f"{R}/volumes/{dataset}"
-    return extracted_dir(dataset)
+    return RESULTS.volumes(dataset) if is_stacked(dataset) else extracted_dir(dataset)
 
 
 def init_weights(wildcards):
@@ -121,10 +122,10 @@ def init_option(wildcards):
     return cli_option("--init", init_weights(wildcards))
 
 
-def training_overlap_tables(wildcards):
-    """Overlap tables listing the experiment's cases that are scans of the datasets it must not see."""
-    own = dataset_of(wildcards)
-    return [f"{R}/overlap/{other}/{own}.csv" for other in EXPERIMENTS[wildcards.experiment]["exclude_overlap_with"]]
+def training_shared_scan_tables(wildcards):
+    """Tables of the experiment's cases that are the same scans as cases of the datasets it must not see."""
+    own = training_dataset(wildcards)
+    return [RESULTS.shared_scans(other, own) for other in EXPERIMENTS[wildcards.experiment]["exclude_overlap_with"]]
 
 
 # An evaluation is named by its dataset, or `<dataset>+test` (TEST_SUFFIX) for the held-out test
@@ -136,7 +137,7 @@ def evaluation_pattern():
     return f"({name_pattern(DATASETS)})(\\{TEST_SUFFIX})?"
 
 
-def evaluated_datasets(experiment):
+def evaluation_names(experiment):
     """The evaluations of an experiment: its own validation cases, its test cases if asked, then other datasets."""
     spec = EXPERIMENTS[experiment]
     own = [spec["dataset"], f"{spec['dataset']}{TEST_SUFFIX}"] if spec["test"] else [spec["dataset"]]
@@ -149,13 +150,13 @@ def evaluations():
         (experiment, fold, evaluation)
         for experiment in EXPERIMENTS
         for fold in experiment_folds(config, experiment)
-        for evaluation in evaluated_datasets(experiment)
+        for evaluation in evaluation_names(experiment)
     ]
 
 
-def evaluated_dataset(wildcards):
-    """The dataset an evaluation reads."""
-    return wildcards.evaluation.removesuffix(TEST_SUFFIX)
+def evaluated_dataset(evaluation):
+    """The dataset an evaluation (by its name) reads."""
+    return evaluation.removesuffix(TEST_SUFFIX)
 
 
 def cross_evaluation(wildcards):
@@ -175,44 +176,55 @@ def subset_of(wildcards):
 
 def dataset_tables(wildcards):
     """What inferring or scoring an evaluation reads of its dataset's manifest and split."""
-    dataset = evaluated_dataset(wildcards)
-    return {
-        "csv": f"{R}/manifests/{dataset}.csv",
-        "info": f"{R}/manifests/{dataset}.json",
-        "splits": f"{R}/splits/{dataset}/folds.json",
-    }
+    dataset = evaluated_dataset(wildcards.evaluation)
+    return {"csv": RESULTS.manifest_csv(dataset), "info": RESULTS.manifest_json(dataset), "splits": RESULTS.folds(dataset)}
 
 
 def evaluated_cache(wildcards):
     """The preprocessed cache an evaluation's inference reads (scoring reads the original labels instead)."""
-    return f"{R}/preprocessed/{evaluated_dataset(wildcards)}"
+    return RESULTS.preprocessed(evaluated_dataset(wildcards.evaluation))
 
 
-def overlap_tables(wildcards):
-    """Overlap tables whose cases an evaluation leaves out, as an input list.
+def evaluated_manifest(wildcards):
+    return RESULTS.manifest_csv(evaluated_dataset(wildcards.evaluation))
+
+
+def shared_scan_tables(wildcards):
+    """Tables of the same scans whose cases an evaluation leaves out, as an input list.
 
     On the experiment's own dataset: those of ``exclude_overlap_with``, as in
-    training. On another dataset: the overlap with the training dataset,
-    unless the evaluation keeps it.
+    training. On another dataset: its scans shared with the training dataset,
+    unless the evaluation keeps them.
     """
     evaluation = cross_evaluation(wildcards)
     if evaluation is None:
-        return training_overlap_tables(wildcards)
+        return training_shared_scan_tables(wildcards)
     if not evaluation["exclude_overlap"]:
         return []
-    return [f"{R}/overlap/{dataset_of(wildcards)}/{evaluated_dataset(wildcards)}.csv"]
+    return [RESULTS.shared_scans(training_dataset(wildcards), evaluated_dataset(wildcards.evaluation))]
 
 
 def exclude_option(wildcards):
-    return cli_option("--exclude", overlap_tables(wildcards))
+    return cli_option("--exclude", shared_scan_tables(wildcards))
 
 
 def training_exclude_option(wildcards):
-    return cli_option("--exclude", training_overlap_tables(wildcards))
+    return cli_option("--exclude", training_shared_scan_tables(wildcards))
 
 
-def fold_models(experiment):
-    return [f"{R}/models/{experiment}/fold{fold}/model.pt" for fold in experiment_folds(config, experiment)]
+def each_fold(pattern):
+    """An input function: ``pattern`` (a path with ``{fold}``) for every fold of the job's experiment."""
+    return lambda wildcards: expand(pattern, fold=experiment_folds(config, wildcards.experiment), **wildcards)
+
+
+def each_fold_option(pattern):
+    """A params function: ``<fold>=<path>`` for every fold of the job's experiment, as the plot commands take them."""
+
+    def option(wildcards):
+        folds = experiment_folds(config, wildcards.experiment)
+        return " ".join(f"{fold}={path}" for fold, path in zip(folds, expand(pattern, fold=folds, **wildcards)))
+
+    return option
 
 
 def ensembles():
@@ -227,24 +239,32 @@ def ensembles():
 
 def score_files():
     return [
-        *(f"{R}/scores/{experiment}/fold{fold}/{evaluation}.csv" for experiment, fold, evaluation in evaluations()),
-        *(f"{R}/scores/{experiment}/ensemble/{dataset}.csv" for experiment, dataset in ensembles()),
+        *(RESULTS.scores(experiment, fold, evaluation) for experiment, fold, evaluation in evaluations()),
+        *(RESULTS.scores(experiment, ENSEMBLE, dataset) for experiment, dataset in ensembles()),
     ]
 
 
-def experiment_resources(name):
-    return EXPERIMENTS[name]["resources"]
+def experiment_resource(key):
+    """A threads or resources function: the job's experiment's ``resources: {key: …}``."""
+    return lambda wildcards: EXPERIMENTS[wildcards.experiment]["resources"][key]
+
+
+# What a job that runs an experiment's network (train, infer) asks of its machine: the
+# experiment's GPUs and memory, and a CPU per thread. Each rule adds its runtime.
+NETWORK_JOB_RESOURCES = {
+    "gpu": experiment_resource("gpus"),
+    "cpus_per_task": lambda wildcards, threads: threads,
+    "mem_mb": experiment_resource("mem_mb"),
+}
 
 
 def final_targets():
-    targets = [f"{R}/summary/summary.md", f"{R}/figures/score_boxplots.png"]
+    targets = [RESULTS.summary_md(), RESULTS.score_boxplots()]
     for experiment in EXPERIMENTS:
         if is_trained(config, experiment):
-            targets.append(f"{R}/figures/{experiment}/training_curves.png")
-        targets += [f"{R}/figures/{experiment}/montage_{dataset}.png" for dataset in evaluated_datasets(experiment)]
-        targets += [
-            f"{R}/figures/{experiment}/gallery_{dataset}.png"
-            for dataset in evaluated_datasets(experiment)
-            if DATASETS[dataset.removesuffix(TEST_SUFFIX)]["layout"] in STACKED_LAYOUTS
-        ]
+            targets.append(RESULTS.training_curves(experiment))
+        for evaluation in evaluation_names(experiment):
+            targets.append(RESULTS.montage(experiment, evaluation))
+            if is_stacked(evaluated_dataset(evaluation)):
+                targets.append(RESULTS.gallery(experiment, evaluation))
     return targets

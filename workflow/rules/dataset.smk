@@ -1,4 +1,5 @@
-# Per dataset: manifest (validated cases), patient-level folds, preprocessed cache.
+# Per dataset: manifest (validated cases), patient-level folds, preprocessed cache, and the
+# scan fingerprints that find cases two datasets share.
 
 
 rule stack_slices:
@@ -7,9 +8,9 @@ rule stack_slices:
     input:
         lambda w: extracted_dir(w.dataset),
     output:
-        directory(f"{R}/volumes/{{dataset}}"),
+        directory(RESULTS.volumes("{dataset}")),
     log:
-        f"{R}/logs/stack_slices/{{dataset}}.log",
+        RESULTS.log("stack_slices", "{dataset}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
@@ -20,13 +21,13 @@ rule manifest:
     input:
         lambda w: raw_dir(w.dataset),
     output:
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
+        csv=RESULTS.manifest_csv("{dataset}"),
+        info=RESULTS.manifest_json("{dataset}"),
     params:
         layout=lambda w: DATASETS[w.dataset]["layout"],
         options=lambda w: canonical_json(DATASETS[w.dataset].get("layout_options", {})),
     log:
-        f"{R}/manifests/{{dataset}}.log",
+        RESULTS.manifest_log("{dataset}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
@@ -37,11 +38,11 @@ rule manifest:
 
 rule split:
     input:
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
+        csv=RESULTS.manifest_csv("{dataset}"),
+        info=RESULTS.manifest_json("{dataset}"),
     output:
-        folds=f"{R}/splits/{{dataset}}/folds.json",
-        table=f"{R}/splits/{{dataset}}/splits.csv",
+        folds=RESULTS.folds("{dataset}"),
+        table=RESULTS.split_table("{dataset}"),
     params:
         folds=lambda w: DATASETS[w.dataset]["split"]["folds"],
         test_fraction=lambda w: DATASETS[w.dataset]["split"]["test_fraction"],
@@ -52,7 +53,7 @@ rule split:
             else ""
         ),
     log:
-        f"{R}/splits/{{dataset}}/split.log",
+        RESULTS.split_log("{dataset}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
@@ -63,15 +64,15 @@ rule split:
 
 rule preprocess:
     input:
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
+        csv=RESULTS.manifest_csv("{dataset}"),
+        info=RESULTS.manifest_json("{dataset}"),
     output:
-        directory(f"{R}/preprocessed/{{dataset}}"),
+        directory(RESULTS.preprocessed("{dataset}")),
     params:
         margin=lambda w: DATASETS[w.dataset]["preprocess"]["margin"],
         background=lambda w: DATASETS[w.dataset]["preprocess"]["background"],
     log:
-        f"{R}/logs/preprocess/{{dataset}}.log",
+        RESULTS.log("preprocess", "{dataset}"),
     resources:
         mem_mb=8000,
         runtime=240,
@@ -80,3 +81,36 @@ rule preprocess:
     shell:
         "glioseg --log {log} preprocess --manifest {input.csv} --info {input.info}"
         " --margin {params.margin} --background {params.background} --out {output}"
+
+
+rule fingerprint:
+    # One content descriptor per case, computed once per dataset for every pair it is part of:
+    # cases of two datasets that are the same scan under other names (BraTS 2021 holds
+    # BraTS 2018's) are found by their content.
+    input:
+        csv=RESULTS.manifest_csv("{dataset}"),
+        info=RESULTS.manifest_json("{dataset}"),
+    output:
+        RESULTS.fingerprints("{dataset}"),
+    log:
+        RESULTS.log("fingerprint", "{dataset}"),
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} fingerprint --manifest {input.csv} --info {input.info} --out {output}"
+
+
+rule overlap:
+    # The table of the evaluated dataset's cases that are the same scans as the training
+    # dataset's: what `exclude_overlap` and `exclude_overlap_with` leave out.
+    input:
+        train=RESULTS.fingerprints("{train}"),
+        evaluated=RESULTS.fingerprints("{evaluated}"),
+    output:
+        RESULTS.shared_scans("{train}", "{evaluated}"),
+    log:
+        RESULTS.log("overlap", "{train}", "{evaluated}"),
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} overlap --train {input.train} --evaluated {input.evaluated} --out {output}"

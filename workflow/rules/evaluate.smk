@@ -1,147 +1,92 @@
-# Per (experiment, fold, dataset): predict the evaluation's cases, then score them. On the
+# Per (experiment, fold, evaluation): predict the evaluation's cases, then score them. On the
 # experiment's own dataset these are the fold's validation cases; on another dataset, the
-# configured subset minus the cases that are the same scans as training cases.
-
-
-rule fingerprint:
-    input:
-        csv=f"{R}/manifests/{{dataset}}.csv",
-        info=f"{R}/manifests/{{dataset}}.json",
-    output:
-        f"{R}/fingerprints/{{dataset}}.npz",
-    log:
-        f"{R}/logs/fingerprint/{{dataset}}.log",
-    conda:
-        "../../envs/glioseg.yaml"
-    shell:
-        "glioseg --log {log} fingerprint --manifest {input.csv} --info {input.info} --out {output}"
-
-
-rule overlap:
-    input:
-        train=f"{R}/fingerprints/{{train}}.npz",
-        evaluated=f"{R}/fingerprints/{{evaluated}}.npz",
-    output:
-        f"{R}/overlap/{{train}}/{{evaluated}}.csv",
-    log:
-        f"{R}/logs/overlap/{{train}}/{{evaluated}}.log",
-    conda:
-        "../../envs/glioseg.yaml"
-    shell:
-        "glioseg --log {log} overlap --train {input.train} --evaluated {input.evaluated} --out {output}"
+# configured subset minus the cases that are the same scans as training cases. An ensemble
+# evaluation does the same with the average of every fold model, as fold -1 of its scores.
 
 
 rule infer:
     input:
         unpack(dataset_tables),
         cache=evaluated_cache,
-        model=f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
-        overlap=overlap_tables,
+        model=RESULTS.model("{experiment}", "{fold}"),
+        shared_scans=shared_scan_tables,
     output:
-        directory(f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}"),
+        directory(RESULTS.predictions("{experiment}", "{fold}", "{evaluation}")),
     params:
+        fold="{fold}",
         settings=lambda w: canonical_json(inference_settings(config, w.experiment)),
         subset=subset_of,
         exclude=exclude_option,
     log:
-        f"{R}/logs/infer/{{experiment}}/fold{{fold}}/{{evaluation}}.log",
-    threads: lambda w: experiment_resources(w.experiment)["cpus"]
+        RESULTS.evaluation_log("infer", "{experiment}", "{fold}", "{evaluation}"),
+    threads: experiment_resource("cpus")
     resources:
-        gpu=lambda w: experiment_resources(w.experiment)["gpus"],
-        cpus_per_task=lambda w, threads: threads,
-        mem_mb=lambda w: experiment_resources(w.experiment)["mem_mb"],
+        **NETWORK_JOB_RESOURCES,
         runtime=60,
     conda:
         "../../envs/glioseg.yaml"
     shell:
         "glioseg --log {log} --threads {threads} infer --model {input.model} --cache {input.cache}"
-        " --manifest {input.csv} --info {input.info} --splits {input.splits} --fold {wildcards.fold}"
+        " --manifest {input.csv} --info {input.info} --splits {input.splits} --fold {params.fold}"
         " --subset {params.subset} {params.exclude} --settings {params.settings:q} --out {output}"
+
+
+use rule infer as infer_ensemble with:
+    input:
+        unpack(dataset_tables),
+        cache=evaluated_cache,
+        model=each_fold(RESULTS.model("{experiment}", "{fold}")),
+        shared_scans=shared_scan_tables,
+    output:
+        directory(RESULTS.predictions("{experiment}", ENSEMBLE, "{evaluation}")),
+    params:
+        fold=0,
+    log:
+        RESULTS.evaluation_log("infer", "{experiment}", ENSEMBLE, "{evaluation}"),
 
 
 rule score:
     input:
         unpack(dataset_tables),
-        predictions=f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}",
-        overlap=overlap_tables,
+        predictions=RESULTS.predictions("{experiment}", "{fold}", "{evaluation}"),
+        shared_scans=shared_scan_tables,
     output:
-        f"{R}/scores/{{experiment}}/fold{{fold}}/{{evaluation}}.csv",
+        RESULTS.scores("{experiment}", "{fold}", "{evaluation}"),
     params:
+        command="score",
+        fold="{fold}",
+        experiment="{experiment}",
         subset=subset_of,
         exclude=exclude_option,
     log:
-        f"{R}/logs/score/{{experiment}}/fold{{fold}}/{{evaluation}}.log",
+        RESULTS.evaluation_log("score", "{experiment}", "{fold}", "{evaluation}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} score --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
-        " --splits {input.splits} --fold {wildcards.fold} --subset {params.subset} {params.exclude}"
-        " --experiment {wildcards.experiment} --label {wildcards.evaluation} --out {output}"
+        "glioseg --log {log} {params.command} --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
+        " --splits {input.splits} --fold {params.fold} --subset {params.subset} {params.exclude}"
+        " --experiment {params.experiment} --evaluation {wildcards.evaluation} --out {output}"
 
 
-rule infer_ensemble:
+use rule score as score_ensemble with:
     input:
         unpack(dataset_tables),
-        cache=evaluated_cache,
-        models=lambda w: fold_models(w.experiment),
-        overlap=overlap_tables,
+        predictions=RESULTS.predictions("{experiment}", ENSEMBLE, "{evaluation}"),
+        shared_scans=shared_scan_tables,
     output:
-        directory(f"{R}/predictions/{{experiment}}/ensemble/{{evaluation}}"),
+        RESULTS.scores("{experiment}", ENSEMBLE, "{evaluation}"),
     params:
-        settings=lambda w: canonical_json(inference_settings(config, w.experiment)),
-        subset=subset_of,
-        exclude=exclude_option,
+        fold=-1,
+        experiment="{experiment}+ensemble",
     log:
-        f"{R}/logs/infer/{{experiment}}/ensemble/{{evaluation}}.log",
-    threads: lambda w: experiment_resources(w.experiment)["cpus"]
-    resources:
-        gpu=lambda w: experiment_resources(w.experiment)["gpus"],
-        cpus_per_task=lambda w, threads: threads,
-        mem_mb=lambda w: experiment_resources(w.experiment)["mem_mb"],
-        runtime=60,
-    conda:
-        "../../envs/glioseg.yaml"
-    shell:
-        "glioseg --log {log} --threads {threads} infer --model {input.models} --cache {input.cache}"
-        " --manifest {input.csv} --info {input.info} --splits {input.splits} --fold 0"
-        " --subset {params.subset} {params.exclude} --settings {params.settings:q} --out {output}"
+        RESULTS.evaluation_log("score", "{experiment}", ENSEMBLE, "{evaluation}"),
 
 
-rule score_ensemble:
-    input:
-        unpack(dataset_tables),
-        predictions=f"{R}/predictions/{{experiment}}/ensemble/{{evaluation}}",
-        overlap=overlap_tables,
+# Per slice, for datasets released as slices: the same cases, other tables.
+use rule score as score_slices with:
     output:
-        f"{R}/scores/{{experiment}}/ensemble/{{evaluation}}.csv",
+        RESULTS.slice_scores("{experiment}", "{fold}", "{evaluation}"),
     params:
-        subset=subset_of,
-        exclude=exclude_option,
+        command="score-slices",
     log:
-        f"{R}/logs/score/{{experiment}}/ensemble/{{evaluation}}.log",
-    conda:
-        "../../envs/glioseg.yaml"
-    shell:
-        "glioseg --log {log} score --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
-        " --splits {input.splits} --fold -1 --subset {params.subset} {params.exclude}"
-        " --experiment {wildcards.experiment}+ensemble --out {output}"
-
-
-rule score_slices:
-    input:
-        unpack(dataset_tables),
-        predictions=f"{R}/predictions/{{experiment}}/fold{{fold}}/{{evaluation}}",
-        overlap=overlap_tables,
-    output:
-        f"{R}/slice_scores/{{experiment}}/fold{{fold}}/{{evaluation}}.csv",
-    params:
-        subset=subset_of,
-        exclude=exclude_option,
-    log:
-        f"{R}/logs/score_slices/{{experiment}}/fold{{fold}}/{{evaluation}}.log",
-    conda:
-        "../../envs/glioseg.yaml"
-    shell:
-        "glioseg --log {log} score-slices --predictions {input.predictions} --manifest {input.csv} --info {input.info}"
-        " --splits {input.splits} --fold {wildcards.fold} --subset {params.subset} {params.exclude}"
-        " --experiment {wildcards.experiment} --label {wildcards.evaluation} --out {output}"
+        RESULTS.evaluation_log("score_slices", "{experiment}", "{fold}", "{evaluation}"),

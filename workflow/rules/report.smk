@@ -1,22 +1,25 @@
 # Study-level outputs: the score tables and the figures, all in `snakemake --report`.
 
+# What the figures of an experiment's evaluation read of each fold.
+FOLD_PREDICTIONS = RESULTS.predictions("{experiment}", "{fold}", "{evaluation}")
+
 
 rule summarize:
     input:
         score_files(),
     output:
         csv=report(
-            f"{R}/summary/scores.csv",
+            RESULTS.summary_csv(),
             caption="../report/scores.rst",
             category="Scores",
         ),
         md=report(
-            f"{R}/summary/summary.md",
+            RESULTS.summary_md(),
             caption="../report/summary.rst",
             category="Scores",
         ),
     log:
-        f"{R}/logs/summarize.log",
+        RESULTS.log("summarize"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
@@ -25,24 +28,18 @@ rule summarize:
 
 rule plot_curves:
     input:
-        lambda w: [
-            f"{R}/models/{w.experiment}/fold{fold}/history.csv"
-            for fold in experiment_folds(config, w.experiment)
-        ],
+        each_fold(RESULTS.history("{experiment}", "{fold}")),
     output:
         report(
-            f"{R}/figures/{{experiment}}/training_curves.png",
+            RESULTS.training_curves("{experiment}"),
             caption="../report/training_curves.rst",
             category="Training",
             subcategory="{experiment}",
         ),
     params:
-        histories=lambda w: " ".join(
-            f"{fold}={R}/models/{w.experiment}/fold{fold}/history.csv"
-            for fold in experiment_folds(config, w.experiment)
-        ),
+        histories=each_fold_option(RESULTS.history("{experiment}", "{fold}")),
     log:
-        f"{R}/logs/figures/{{experiment}}_training_curves.log",
+        RESULTS.log("figures", "{experiment}_training_curves"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
@@ -51,15 +48,15 @@ rule plot_curves:
 
 rule plot_boxplots:
     input:
-        f"{R}/summary/scores.csv",
+        RESULTS.summary_csv(),
     output:
         report(
-            f"{R}/figures/score_boxplots.png",
+            RESULTS.score_boxplots(),
             caption="../report/score_boxplots.rst",
             category="Scores",
         ),
     log:
-        f"{R}/logs/figures/score_boxplots.log",
+        RESULTS.log("figures", "score_boxplots"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
@@ -68,29 +65,20 @@ rule plot_boxplots:
 
 rule plot_montage:
     input:
-        scores=lambda w: [
-            f"{R}/scores/{w.experiment}/fold{fold}/{w.evaluation}.csv"
-            for fold in experiment_folds(config, w.experiment)
-        ],
-        predictions=lambda w: [
-            f"{R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
-            for fold in experiment_folds(config, w.experiment)
-        ],
-        csv=lambda w: f"{R}/manifests/{evaluated_dataset(w)}.csv",
+        scores=each_fold(RESULTS.scores("{experiment}", "{fold}", "{evaluation}")),
+        predictions=each_fold(FOLD_PREDICTIONS),
+        csv=evaluated_manifest,
     output:
         report(
-            f"{R}/figures/{{experiment}}/montage_{{evaluation}}.png",
+            RESULTS.montage("{experiment}", "{evaluation}"),
             caption="../report/montage.rst",
             category="Cases",
             subcategory="{experiment}",
         ),
     params:
-        predictions=lambda w: " ".join(
-            f"{fold}={R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
-            for fold in experiment_folds(config, w.experiment)
-        ),
+        predictions=each_fold_option(FOLD_PREDICTIONS),
     log:
-        f"{R}/logs/figures/{{experiment}}_montage_{{evaluation}}.log",
+        RESULTS.log("figures", "{experiment}_montage_{evaluation}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
@@ -100,29 +88,20 @@ rule plot_montage:
 
 rule plot_gallery:
     input:
-        slice_scores=lambda w: [
-            f"{R}/slice_scores/{w.experiment}/fold{fold}/{w.evaluation}.csv"
-            for fold in experiment_folds(config, w.experiment)
-        ],
-        predictions=lambda w: [
-            f"{R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
-            for fold in experiment_folds(config, w.experiment)
-        ],
-        csv=lambda w: f"{R}/manifests/{evaluated_dataset(w)}.csv",
+        slice_scores=each_fold(RESULTS.slice_scores("{experiment}", "{fold}", "{evaluation}")),
+        predictions=each_fold(FOLD_PREDICTIONS),
+        csv=evaluated_manifest,
     output:
         report(
-            f"{R}/figures/{{experiment}}/gallery_{{evaluation}}.png",
+            RESULTS.gallery("{experiment}", "{evaluation}"),
             caption="../report/gallery.rst",
             category="Cases",
             subcategory="{experiment}",
         ),
     params:
-        predictions=lambda w: " ".join(
-            f"{fold}={R}/predictions/{w.experiment}/fold{fold}/{w.evaluation}"
-            for fold in experiment_folds(config, w.experiment)
-        ),
+        predictions=each_fold_option(FOLD_PREDICTIONS),
     log:
-        f"{R}/logs/figures/{{experiment}}_gallery_{{evaluation}}.log",
+        RESULTS.log("figures", "{experiment}_gallery_{evaluation}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:

@@ -3,57 +3,57 @@
 # Experiments with epochs: 0 have no training job: import_model writes their
 # fold models from the init weights instead.
 
+import os
+
+# The walltime timer the train rule sources, found from this file's folder whatever the working
+# directory, and written relative to it: a checkout moved together with its results/ then leaves
+# the params of its finished trainings unchanged (Snakemake would train them again).
+WALLTIME_TIMER = os.path.relpath(os.path.join(workflow.current_basedir, "..", "scripts", "walltime_timer.sh"))
+
 
 rule train:
     wildcard_constraints:
         experiment=name_pattern(TRAINED),
     input:
-        cache=lambda w: f"{R}/preprocessed/{dataset_of(w)}",
-        splits=lambda w: f"{R}/splits/{dataset_of(w)}/folds.json",
+        cache=lambda w: RESULTS.preprocessed(training_dataset(w)),
+        splits=lambda w: RESULTS.folds(training_dataset(w)),
         init=init_weights,
-        overlap=training_overlap_tables,
+        shared_scans=training_shared_scan_tables,
     output:
-        model=f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
-        history=f"{R}/models/{{experiment}}/fold{{fold}}/history.csv",
+        model=RESULTS.model("{experiment}", "{fold}"),
+        history=RESULTS.history("{experiment}", "{fold}"),
     params:
         settings=lambda w: canonical_json(training_settings(config, w.experiment)),
-        state=lambda w: f"{R}/models/{w.experiment}/fold{w.fold}/state",
+        state=RESULTS.state("{experiment}", "{fold}"),
         init=init_option,
         exclude=training_exclude_option,
+        walltime_timer=WALLTIME_TIMER,
         # More than one GPU: one process per GPU under torchrun, trained with torch DDP.
         launcher=lambda w: (
             f"torchrun --standalone --nproc-per-node {gpus} -m glioseg"
-            if (gpus := experiment_resources(w.experiment)["gpus"]) > 1
+            if (gpus := EXPERIMENTS[w.experiment]["resources"]["gpus"]) > 1
             else "glioseg"
         ),
     log:
-        f"{R}/models/{{experiment}}/fold{{fold}}/train.log",
-    threads: lambda w: experiment_resources(w.experiment)["cpus"]
+        RESULTS.train_log("{experiment}", "{fold}"),
+    threads: experiment_resource("cpus")
     resources:
-        gpu=lambda w: experiment_resources(w.experiment)["gpus"],
-        cpus_per_task=lambda w, threads: threads,
-        mem_mb=lambda w: experiment_resources(w.experiment)["mem_mb"],
-        runtime=lambda w: experiment_resources(w.experiment)["runtime"],
-        # Walltime: `signal_seconds` before the job's end, the timer in the shell below
-        # sends glioseg SIGTERM; glioseg saves state/ and exits 75, and --retries
-        # resubmits a job that resumes (docs/cluster.md, section 6). The timer reads the
-        # job's end time from squeue, so it works whatever the cluster's process tracking.
-        # No `sbatch --signal`: SLURM's warning also reaches the job step's Snakemake,
-        # which then reports the job failed even when glioseg finishes its training in
-        # time. `exec` makes glioseg replace the rule's bash, which would die at once on
-        # SIGTERM and end the step before the save.
+        **NETWORK_JOB_RESOURCES,
+        runtime=experiment_resource("runtime"),
+        # Walltime: `signal_seconds` before the job's end, the walltime timer sends glioseg
+        # SIGTERM; glioseg saves state/ and exits 75, and --retries resubmits a job that
+        # resumes (workflow/scripts/walltime_timer.sh, docs/cluster.md section 6). `exec`
+        # makes glioseg replace the rule's bash, which would die at once on SIGTERM and end
+        # the step before the save.
         signal_seconds=lambda w: (
             min(res["signal_seconds"], res["runtime"] * 30, 65535)
-            if (res := experiment_resources(w.experiment))["signal_seconds"]
+            if (res := EXPERIMENTS[w.experiment]["resources"])["signal_seconds"]
             else 0
         ),
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "if [ -n \"${{SLURM_JOB_ID:-}}\" ] && [ {resources.signal_seconds} -gt 0 ]"
-        " && end=$(date -d \"$(squeue -h -j \"$SLURM_JOB_ID\" -o %e 2>/dev/null)\" +%s 2>/dev/null) && [ \"$end\" -gt \"$(date +%s)\" ];"
-        " then (while kill -0 $$; do [ $(date +%s) -lt $((end - {resources.signal_seconds})) ] || {{ kill -TERM $$; exit; }};"
-        " sleep 2; done) </dev/null >/dev/null 2>&1 & fi;"
+        ". {params.walltime_timer:q} {resources.signal_seconds};"
         " exec {params.launcher} --log-file {log} --threads {threads} train --cache {input.cache} --splits {input.splits}"
         " --fold {wildcards.fold} --settings {params.settings:q}"
         " {params.init} {params.exclude}"
@@ -64,14 +64,14 @@ rule import_model:
     wildcard_constraints:
         experiment=name_pattern(IMPORTED),
     input:
-        cache=lambda w: f"{R}/preprocessed/{dataset_of(w)}",
+        cache=lambda w: RESULTS.preprocessed(training_dataset(w)),
         init=init_weights,
     output:
-        f"{R}/models/{{experiment}}/fold{{fold}}/model.pt",
+        RESULTS.model("{experiment}", "{fold}"),
     params:
         settings=lambda w: canonical_json(training_settings(config, w.experiment)),
     log:
-        f"{R}/models/{{experiment}}/fold{{fold}}/import.log",
+        RESULTS.import_log("{experiment}", "{fold}"),
     conda:
         "../../envs/glioseg.yaml"
     shell:

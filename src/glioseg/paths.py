@@ -1,0 +1,134 @@
+"""The results folder's layout: every path a stage writes, spelled once (docs/formats.md).
+
+``Results(root)`` answers each path from its parts. A part is a value
+(``results.model("unet", 0)``) or a Snakemake wildcard
+(``results.model("{experiment}", "{fold}")``), so the rules build their
+patterns, and Python its paths, from the same methods. Nothing heavy is
+imported here: the Snakefile reads this module at every start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The fold part of an evaluation's outputs made by the average of every fold model.
+ENSEMBLE = "ensemble"
+
+Part = str | int
+
+
+def _fold_folder(fold: Part) -> str:
+    """``fold<k>`` for one fold model's outputs, ``ensemble`` for the average of all of them."""
+    return ENSEMBLE if fold == ENSEMBLE else f"fold{fold}"
+
+
+@dataclass(frozen=True)
+class Results:
+    """The paths under one results folder (``config["results"]``), stage by stage."""
+
+    root: str
+
+    # Acquire: the archive, and the extracted dataset (stacked into volumes for 2D-slice releases).
+
+    def archive(self, dataset: Part) -> str:
+        return f"{self.root}/downloads/{dataset}/{dataset}.zip"
+
+    def acquire_log(self, dataset: Part) -> str:
+        return f"{self.root}/downloads/{dataset}/acquire.log"
+
+    def raw(self, dataset: Part) -> str:
+        return f"{self.root}/raw/{dataset}"
+
+    def volumes(self, dataset: Part) -> str:
+        return f"{self.root}/volumes/{dataset}"
+
+    # Per dataset: the manifest, the split, the preprocessed cache, the scan fingerprints.
+
+    def manifest_csv(self, dataset: Part) -> str:
+        return f"{self.root}/manifests/{dataset}.csv"
+
+    def manifest_json(self, dataset: Part) -> str:
+        return f"{self.root}/manifests/{dataset}.json"
+
+    def manifest_log(self, dataset: Part) -> str:
+        return f"{self.root}/manifests/{dataset}.log"
+
+    def folds(self, dataset: Part) -> str:
+        return f"{self.root}/splits/{dataset}/folds.json"
+
+    def split_table(self, dataset: Part) -> str:
+        return f"{self.root}/splits/{dataset}/splits.csv"
+
+    def split_log(self, dataset: Part) -> str:
+        return f"{self.root}/splits/{dataset}/split.log"
+
+    def preprocessed(self, dataset: Part) -> str:
+        return f"{self.root}/preprocessed/{dataset}"
+
+    def fingerprints(self, dataset: Part) -> str:
+        return f"{self.root}/fingerprints/{dataset}.npz"
+
+    def shared_scans(self, train: Part, evaluated: Part) -> str:
+        """The cases of dataset ``evaluated`` that are the same scans as cases of dataset ``train``."""
+        return f"{self.root}/overlap/{train}/{evaluated}.csv"
+
+    # Per (experiment, fold): the trained model.
+
+    def _fold_dir(self, experiment: Part, fold: Part) -> str:
+        return f"{self.root}/models/{experiment}/fold{fold}"
+
+    def model(self, experiment: Part, fold: Part) -> str:
+        return f"{self._fold_dir(experiment, fold)}/model.pt"
+
+    def history(self, experiment: Part, fold: Part) -> str:
+        return f"{self._fold_dir(experiment, fold)}/history.csv"
+
+    def state(self, experiment: Part, fold: Part) -> str:
+        """The resumable training state: not a Snakemake output, so that a killed job keeps it."""
+        return f"{self._fold_dir(experiment, fold)}/state"
+
+    def train_log(self, experiment: Part, fold: Part) -> str:
+        return f"{self._fold_dir(experiment, fold)}/train.log"
+
+    def import_log(self, experiment: Part, fold: Part) -> str:
+        return f"{self._fold_dir(experiment, fold)}/import.log"
+
+    # Per (experiment, fold or ENSEMBLE, evaluation): predictions and scores.
+
+    def predictions(self, experiment: Part, fold: Part, evaluation: Part) -> str:
+        return f"{self.root}/predictions/{experiment}/{_fold_folder(fold)}/{evaluation}"
+
+    def scores(self, experiment: Part, fold: Part, evaluation: Part) -> str:
+        return f"{self.root}/scores/{experiment}/{_fold_folder(fold)}/{evaluation}.csv"
+
+    def slice_scores(self, experiment: Part, fold: Part, evaluation: Part) -> str:
+        return f"{self.root}/slice_scores/{experiment}/{_fold_folder(fold)}/{evaluation}.csv"
+
+    # The study: summary tables and figures.
+
+    def summary_csv(self) -> str:
+        return f"{self.root}/summary/scores.csv"
+
+    def summary_md(self) -> str:
+        return f"{self.root}/summary/summary.md"
+
+    def training_curves(self, experiment: Part) -> str:
+        return f"{self.root}/figures/{experiment}/training_curves.png"
+
+    def score_boxplots(self) -> str:
+        return f"{self.root}/figures/score_boxplots.png"
+
+    def montage(self, experiment: Part, evaluation: Part) -> str:
+        return f"{self.root}/figures/{experiment}/montage_{evaluation}.png"
+
+    def gallery(self, experiment: Part, evaluation: Part) -> str:
+        return f"{self.root}/figures/{experiment}/gallery_{evaluation}.png"
+
+    # Logs of the steps whose outputs have no folder of their own to hold them.
+
+    def log(self, step: str, *parts: Part) -> str:
+        """``logs/<step>/<part>/…/<last part>.log``, or ``logs/<step>.log`` without parts."""
+        return "/".join([f"{self.root}/logs", step, *map(str, parts)]) + ".log"
+
+    def evaluation_log(self, step: str, experiment: Part, fold: Part, evaluation: Part) -> str:
+        return self.log(step, experiment, _fold_folder(fold), evaluation)
