@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from glioseg import torch_files
@@ -59,6 +60,7 @@ def torchrun_training(cache, root: Path, spec: TrainingSettings) -> list[str]:  
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_model_with_ddp(cache, tmp_path):  # noqa: F811
     log = tmp_path / "train.log"
     done = subprocess.run(torchrun_training(cache, tmp_path, settings(epochs=2, batch_size=1)), capture_output=True,
@@ -84,6 +86,7 @@ def test_validation_cases_are_dealt_out_and_no_process_is_left_without_one():
     assert validation_share(cases, World()) == cases
 
 
+@pytest.mark.slow
 def test_sigterm_to_torchrun_saves_the_state_and_the_rerun_resumes_it(cache, tmp_path):  # noqa: F811
     """The walltime path with `gpus > 1`: the train rule's timer signals torchrun, which passes SIGTERM to its workers."""
     command, log = torchrun_training(cache, tmp_path, settings(epochs=12, batch_size=1)), tmp_path / "train.log"

@@ -241,6 +241,7 @@ def test_a_frozen_encoder_gets_no_updates_from_adamw_weight_decay_or_batch_norm(
     assert _changed(decoder, model.decoder)
 
 
+@pytest.mark.slow
 def test_freeze_encoder_n_unfreezes_after_n_epochs_and_refreezing_stops_all_drift():
     model, _, _ = tiny_model("resnet_unet", freeze_encoder=1)
     optimizer = build_optimizer({"name": "adamw", "lr": 1e-2, "weight_decay": 0.5}, model.parameters())

@@ -60,6 +60,7 @@ def same_weights(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(cache, tmp_path, monkeypatch):
     straight = run(cache, tmp_path / "straight", settings())
 
@@ -89,6 +90,7 @@ def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(cache, 
     pd.testing.assert_frame_equal(straight[columns], resumed[columns])
 
 
+@pytest.mark.slow
 def test_state_from_other_settings_is_not_resumed(cache, tmp_path):
     run(cache, tmp_path / "a", settings(epochs=2, optimizer={"lr": 0.01}))
     fresh = run(cache, tmp_path / "b", settings(epochs=2))
@@ -159,6 +161,7 @@ def stop_handlers():
         signal.signal(s, handler)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("when", "saved_epoch", "saved_steps"), [
     (_signal_in_second_epochs_first_step, 1, 1),  # stops after that step, mid-epoch
     (_signal_in_first_validation, 1, 0),  # stops after epoch 1's save, before epoch 2
@@ -184,6 +187,7 @@ def test_a_stop_signal_saves_exits_75_and_the_rerun_matches(cache, tmp_path, mon
                                   pd.read_csv(tmp_path / "resumed" / "history.csv").drop(columns="seconds"))
 
 
+@pytest.mark.slow
 def test_a_stop_signal_after_the_last_epoch_leaves_the_finished_training_alone(cache, tmp_path):
     """The walltime timer can fire while a finished training's process exits; that must not fail the job.
 
@@ -210,6 +214,7 @@ def test_a_stop_signal_after_the_last_epoch_leaves_the_finished_training_alone(c
     assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [1, 2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [{"name": "segresnet_vae", "params": {"init_filters": 8}},
                                    {"name": "dynunet", "params": {"filters": [4, 8, 16, 32]}}])
 def test_models_that_need_the_patch_size_train_and_reload(cache, tmp_path, model):
@@ -253,12 +258,14 @@ def test_training_starts_from_init_weights_and_a_changed_init_invalidates_saved_
                          torch_files.load(tmp_path / "parent" / "model.pt")["state_dict"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_step_schedule_decays_the_learning_rate_every_step_size_epochs(cache, tmp_path):
     history = run(cache, tmp_path, settings(epochs=4, optimizer={"name": "adam", "lr": 0.01},
                                             scheduler={"name": "step", "step_size": 2, "gamma": 0.1}))
     assert history["lr"].tolist() == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 
+@pytest.mark.slow
 def test_a_2d_model_trains_on_slices_and_predicts_whole_volumes(cache, tmp_path):
     from glioseg.inference import predict_probabilities
 
@@ -297,6 +304,7 @@ def test_slice_selection_keeps_large_labelled_slices_and_samples_empty_ones():
     assert chosen(10, 0.5, seed=3) == chosen(10, 0.5, seed=3)  # a pure function of the seed
 
 
+@pytest.mark.slow
 def test_changed_data_starts_a_fresh_training_and_says_why(cache, tiny_manifest, tmp_path, caplog):
     """Same settings, same folds, other preprocessing: the saved state belongs to other data and must not be resumed."""
     csv, info_json = tiny_manifest
