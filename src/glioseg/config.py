@@ -19,6 +19,7 @@ import yaml
 
 from glioseg.datasets.layouts import check_layout_options
 from glioseg.errors import GliosegError
+from glioseg.paths import Results
 
 TEST_SUFFIX = "+test"
 """Appended to a dataset's name for the evaluation of its held-out test patients (``test: true``)."""
@@ -231,7 +232,7 @@ def _check_init_cycles(config: dict[str, Any], source: str) -> None:
         chain = [name]
         while (parent := (experiments[chain[-1]].get("init") or {}).get("experiment")) is not None:
             if parent in chain:
-                raise GliosegError(f"experiments initialise each other in a cycle: {' → '.join(chain + [parent])}",
+                raise GliosegError(f"experiments initialise each other in a cycle: {' → '.join([*chain, parent])}",
                                    path=source, hint="one of them must start from a checkpoint file or from scratch.")
             chain.append(parent)
 
@@ -317,8 +318,6 @@ def init_source(config: Mapping[str, Any], experiment: str, fold: int) -> str | 
         return None
     if "checkpoint" in init:
         return init["checkpoint"].replace("{fold}", str(fold))
-    from glioseg.paths import Results
-
     return Results(config["results"]).model(init["experiment"], init.get("fold", fold))
 
 
