@@ -60,10 +60,8 @@ def same_weights(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
-def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(cache, tmp_path, monkeypatch):
-    straight = run(cache, tmp_path / "straight", settings())
-
+def kill_in_third_epoch(monkeypatch) -> None:
+    """Make the training die (as on a kill) when its third epoch starts; the first two are saved."""
     real_epoch, calls = loop._train_epoch, {"n": 0}
 
     def killed_in_third_epoch(*args):
@@ -73,11 +71,18 @@ def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(cache, 
         return real_epoch(*args)
 
     monkeypatch.setattr(loop, "_train_epoch", killed_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run(cache, tmp_path / "resumed", settings())
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_ends_with_the_uninterrupted_weights(cache, tmp_path, monkeypatch):
+    straight = run(cache, tmp_path / "straight", settings())
+
+    with monkeypatch.context() as patch:
+        kill_in_third_epoch(patch)
+        with pytest.raises(KeyboardInterrupt):
+            run(cache, tmp_path / "resumed", settings())
     assert torch_files.load(tmp_path / "resumed" / "state" / "last.pt")["epoch"] == 2
     assert not (tmp_path / "resumed" / "model.pt").exists()
-    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
     resumed = run(cache, tmp_path / "resumed", settings())
 
     a, b = torch_files.load(tmp_path / "straight" / "model.pt"), torch_files.load(tmp_path / "resumed" / "model.pt")
@@ -338,15 +343,7 @@ def test_the_run_identity_names_each_input_that_changed():
 
 
 def test_history_is_written_after_every_epoch(cache, tmp_path, monkeypatch):
-    real_epoch, calls = loop._train_epoch, {"n": 0}
-
-    def killed_in_third_epoch(*args):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return real_epoch(*args)
-
-    monkeypatch.setattr(loop, "_train_epoch", killed_in_third_epoch)
+    kill_in_third_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(cache, tmp_path, settings(epochs=3))
     history = pd.read_csv(tmp_path / "history.csv")
