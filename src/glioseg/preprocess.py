@@ -101,7 +101,9 @@ def normalise(image: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
     background). Statistics over background voxels would shift and squash the
     brain's intensities, the more so the larger the background.
     """
-    inside = np.broadcast_to(image != 0 if brain is None else brain, image.shape)
+    if brain is None:
+        return np.asarray(NormalizeIntensity(nonzero=True, channel_wise=True, dtype=np.float32)(image))
+    inside = np.broadcast_to(brain, image.shape)
     out = np.zeros(image.shape, dtype=np.float32)
     for channel in range(image.shape[0]):
         voxels = inside[channel]
