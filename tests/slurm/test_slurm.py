@@ -20,8 +20,8 @@ import pytest
 import torch
 import yaml
 
+from glioseg import torch_files
 from glioseg.config import training_settings, validate_config
-from glioseg.training import checkpoint
 
 from .conftest import ROOT, environment, run_snakemake, slurm_state, snakemake_command
 
@@ -151,8 +151,8 @@ def test_training_stopped_by_the_walltime_signal_resumes_to_the_uninterrupted_mo
     expected = pd.read_csv(tmp_path / "reference/history.csv")
     pd.testing.assert_frame_equal(history.drop(columns="seconds"), expected.drop(columns="seconds"))
 
-    resumed = checkpoint.load(tmp_path / MODEL)["state_dict"]
-    uninterrupted = checkpoint.load(tmp_path / "reference/model.pt")["state_dict"]
+    resumed = torch_files.load(tmp_path / MODEL)["state_dict"]
+    uninterrupted = torch_files.load(tmp_path / "reference/model.pt")["state_dict"]
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         assert torch.equal(resumed[name], tensor), name
