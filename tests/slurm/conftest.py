@@ -8,6 +8,7 @@ cannot work: not root, or no SLURM and no way to install it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +65,35 @@ def run_snakemake(workdir: Path, configfile: Path, *args: str, profile: bool = T
     return Run(done.returncode, done.stdout + done.stderr, time.monotonic() - started)
 
 
+def start_niced(command: list[str], workdir: Path, **popen: Any) -> subprocess.Popen:
+    """Start a local run beside a cluster run at nice 19, so that it takes only the CPU the SLURM jobs leave."""
+    return subprocess.Popen(["nice", "-n", "19", *command], cwd=workdir, env=environment(), text=True, **popen)
+
+
+def unnice(process: subprocess.Popen) -> None:
+    """Normal priority for a :func:`start_niced` run, its threads and its children, once the cluster run is
+    over: at nice 19 on a loaded machine it got next to no CPU, and the test timed out waiting for it."""
+    for pid in _process_tree(process.pid):
+        for task in _tasks(pid):
+            with contextlib.suppress(ProcessLookupError):  # it has just ended
+                os.setpriority(os.PRIO_PROCESS, task, 0)  # Linux: one thread's
+
+
+def _process_tree(pid: int) -> Iterator[int]:
+    yield pid
+    for task in _tasks(pid):
+        with contextlib.suppress(FileNotFoundError):  # it has just ended
+            for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
+                yield from _process_tree(int(child))
+
+
+def _tasks(pid: int) -> list[int]:
+    """The process's threads; none once it has ended."""
+    with contextlib.suppress(FileNotFoundError):
+        return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+    return []
+
+
 def slurm_state(jobid: str) -> str:
     """A finished job's state (FAILED, TIMEOUT, COMPLETED…): the cluster keeps finished jobs for MinJobAge=300 s."""
     done = subprocess.run(["squeue", "-h", "-t", "all", "-j", jobid, "-o", "%T"], capture_output=True, text=True)
@@ -76,7 +107,11 @@ def slurm_cluster() -> Iterator[str]:
         pytest.skip("the SLURM tests start a SLURM cluster on this machine: run them as root")
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         pytest.skip("SLURM is not installed and there is no apt-get to install it")
-    started = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=300)
+    # start.sh gives the node `nproc` CPUs, and nproc obeys OMP_NUM_THREADS: with it set to 1 (a
+    # common way to run the tests on a small machine) the node had 1 CPU and sbatch refused the
+    # profile's 2-CPU group jobs ("More processors requested than permitted").
+    machine = {name: value for name, value in os.environ.items() if name not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
+    started = subprocess.run(["bash", str(START)], env=machine, capture_output=True, text=True, timeout=300)
     if started.returncode != 0:
         if "could not install" in started.stderr:
             pytest.skip(f"apt-get could not install SLURM: {started.stderr.strip()[-500:]}")

@@ -3,17 +3,23 @@
 1. The tiny study, one experiment: every job outside `localrules` runs as a
    SLURM job (grouped where the profile groups them), and the scores equal a
    local run's to the byte (training is deterministic on the CPU).
-2. A training that cannot finish within its 1-minute limit: the walltime
-   signal stops it with its state saved, Snakemake's retries resubmit it, it
-   resumes, and the final model equals an uninterrupted run's, tensor for tensor.
+2. A training that cannot finish within its job's time limit (sized from the
+   machine's measured speed): the walltime signal stops it with its state saved,
+   Snakemake's retries resubmit it, it resumes, and the final model equals an
+   uninterrupted run's, tensor for tensor.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
+import sys
+import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +29,7 @@ import yaml
 from glioseg import torch_files
 from glioseg.config import training_settings, validate_config
 
-from .conftest import ROOT, environment, run_snakemake, slurm_state, snakemake_command
+from .conftest import ROOT, environment, run_snakemake, slurm_state, snakemake_command, start_niced, unnice
 
 pytestmark = pytest.mark.slurm
 
@@ -45,12 +51,12 @@ def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster
         folder.mkdir()
         (folder / "study.yaml").write_text(yaml.safe_dump(config))
 
-    # The local reference runs beside the cluster run, which mostly waits on SLURM; niced,
-    # so that it takes only the CPU the SLURM jobs leave.
-    reference = subprocess.Popen(["nice", "-n", "19", *snakemake_command(local, local / "study.yaml", profile=False)],
-                                 cwd=local, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The local reference runs beside the cluster run, which mostly waits on SLURM.
+    reference = start_niced(snakemake_command(local, local / "study.yaml", profile=False), local,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result = run_snakemake(on_slurm, on_slurm / "study.yaml")
-    reference_output, _ = reference.communicate(timeout=300)
+    unnice(reference)
+    reference_output, _ = reference.communicate(timeout=900)
     assert reference.returncode == 0, reference_output[-3000:]
     assert result.returncode == 0, result.output[-5000:]
     print(f"tiny study on SLURM: {result.seconds:.0f} s")
@@ -82,12 +88,18 @@ def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster
             assert (on_slurm / path).read_bytes() == (local / path).read_bytes()
 
 
-# A training of about 65 s of CPU time (about 40 s fit in one attempt): two or three attempts.
-# With runtime=1 (minutes) and signal_seconds=12, the train rule's timer sends
-# glioseg SIGTERM 48 s into the job: after glioseg is listening (8..13 s into the
-# job, measured on a loaded 2-core machine) and early enough for the save and the
-# exit of the job's two nested Snakemakes (up to 5 s measured) before the kill at
-# 60 s.
+# The walltime test sizes its job from this machine's speed, measured just before it
+# submits, inside a SLURM job step: fixed margins (1 minute, 12 s) left a loaded
+# machine (load 5-8 on 2 cores) no time to train between a job's start and its
+# signal, and the retries ran out. Measured outside SLURM, the speed can be far off a
+# job's: each job step is a session of its own, and with the kernel's autogroup
+# scheduling every session gets an equal share of the CPU, however many processes
+# the others run (one measurement outside SLURM said 3.9 s an epoch, the job did 1.1).
+#
+# What a job of the train rule does: two nested Snakemakes start, then glioseg, which
+# listens for SIGTERM from its start and trains; the rule's timer sends the signal
+# `signal_seconds` before the job's end; glioseg finishes its step (or validation
+# pass), saves and exits 75, and the Snakemakes exit before SLURM's kill at the limit.
 LONG = {
     "seed": 7,
     "datasets": {
@@ -102,7 +114,7 @@ LONG = {
             "dataset": "tiny",
             "folds": [0],
             "model": {"name": "unet", "params": {"channels": [32, 64, 128], "strides": [2, 2], "num_res_units": 0}},
-            "epochs": 80,
+            "epochs": 5,  # the calibration's; plan_walltime_job sets the job's
             "batch_size": 2,
             "patch_size": [48, 48, 32],
             "validate_every": 5,
@@ -111,43 +123,146 @@ LONG = {
     },
 }
 MODEL = "results/models/long/fold0/model.pt"
+SIGNAL_FLOOR = 12  # s: the save and both Snakemakes' exit took up to 5 s on an idle machine
+STARTUP_MARGIN = 2  # the signal comes no sooner than twice the measured time to glioseg's listening
+TRAINING_FACTOR = 1.5  # the training is this much more than one job's time to its signal holds, at full speed
+CPU_TIMED = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+             "usage = resource.getrusage(resource.RUSAGE_CHILDREN); print(usage.ru_utime + usage.ru_stime)")
+MAX_CLUSTER_SECONDS = 3600  # the bound on a plan's cluster run: a slower machine is too busy for this test
+FAILED = re.compile(r"SLURM-job '(\d+)' failed, SLURM status is: '(\w+)'")
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Seconds this machine takes, right now, for the parts of a train job."""
+
+    snakemake: float  # one Snakemake start (parse, DAG): a SLURM job runs two before glioseg
+    startup: float  # glioseg train's run less its epochs: imports, data, the final save
+    epoch: float  # an epoch, on average
+    longest_epoch: float  # one with a validation pass, which a signal may have to wait out
+    cpu_share: float  # the training's CPU time over its wall time, at most 1: what the load left it
+
+    @property
+    def fastest_epoch(self) -> float:
+        """An epoch with the CPU to itself: as fast as the job could train if the load went away."""
+        return self.epoch * self.cpu_share
+
+    @property
+    def listening(self) -> float:
+        """About how long into a job glioseg starts to listen for the signal."""
+        return 2 * self.snakemake + self.startup
+
+
+@dataclass(frozen=True)
+class Plan:
+    runtime: int  # minutes, the job's time limit
+    signal_seconds: int
+    epochs: int
+    retries: int
+
+    @property
+    def timeout(self) -> int:
+        """Seconds for the whole cluster run: every attempt to its limit, plus the plugin's status polling."""
+        return (self.retries + 1) * (60 * self.runtime + 120) + 180
+
+
+def plan_walltime_job(speed: Speed) -> Plan:
+    """Margins in proportion to the measured speed, so that the test checks the mechanism, not the load.
+
+    The signal leaves time for the longest uninterruptible stretch and both
+    Snakemakes' exit; it comes well after glioseg listens, and is at most half the
+    runtime (the train rule caps it so). The training is more than one job's time
+    to the signal holds with the CPU to itself, so it cannot finish in one attempt
+    even if the load goes away; retries allow for twice the attempts the measured
+    speed needs.
+    """
+    signal = max(SIGNAL_FLOOR, math.ceil(2 * (speed.longest_epoch + speed.snakemake)))
+    runtime = max(math.ceil((signal + STARTUP_MARGIN * speed.listening) / 60), math.ceil(2 * signal / 60))
+    to_signal = 60 * runtime - signal
+    epochs = max(10, math.ceil(TRAINING_FACTOR * to_signal / speed.fastest_epoch))
+    attempts = math.ceil(epochs * speed.epoch / (to_signal - speed.listening))
+    return Plan(runtime=runtime, signal_seconds=signal, epochs=epochs, retries=2 * attempts)
+
+
+def _train_command(settings: dict, out: str) -> list[str]:
+    """The train rule's glioseg command, outside Snakemake and SLURM, writing into ``out``."""
+    return ["glioseg", "--threads", "1", "train", "--cache", "results/preprocessed/tiny", "--splits",
+            "results/splits/tiny/folds.json", "--fold", "0", "--settings", json.dumps(settings, sort_keys=True),
+            "--out-model", f"{out}/model.pt", "--out-history", f"{out}/history.csv", "--state", f"{out}/state"]
+
+
+def _measure_speed(workdir: Path, config_path: Path, settings: dict) -> Speed:
+    """Time a Snakemake start (a dry run of the target) and a 5-epoch run of the same training (its wall
+    and CPU time), each in a SLURM job step like the train job's, here and now."""
+    snakemake_seconds, _ = _in_job_step(workdir, snakemake_command(workdir, config_path, "-n", MODEL, profile=False))
+    wall, output = _in_job_step(workdir, [sys.executable, "-c", CPU_TIMED, *_train_command(settings, "calibration")])
+    cpu = float(output.split()[-1])
+    epochs = pd.read_csv(workdir / "calibration/history.csv")["seconds"]
+    return Speed(snakemake=snakemake_seconds, startup=float(wall - epochs.sum()), epoch=float(epochs.mean()),
+                 longest_epoch=float(epochs.max()), cpu_share=min(1.0, cpu / wall))
+
+
+def _in_job_step(workdir: Path, command: list[str]) -> tuple[float, str]:
+    """Run ``command`` with srun as the train job would (1 CPU); return its wall seconds and its stdout."""
+    started = time.monotonic()
+    done = subprocess.run(["srun", "--time", "10", "--cpus-per-task", "1", "--mem", "2000", *command], cwd=workdir,
+                          env=environment(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return time.monotonic() - started, done.stdout
+
+
+def _with_plan(config: dict, plan: Plan) -> dict:
+    experiment = config["experiments"]["long"]
+    resources = dict(experiment["resources"], runtime=plan.runtime, signal_seconds=plan.signal_seconds)
+    experiments = {"long": dict(experiment, epochs=plan.epochs, resources=resources)}
+    return dict(config, experiments=experiments)
 
 
 def test_training_stopped_by_the_walltime_signal_resumes_to_the_uninterrupted_model(slurm_cluster, tmp_path):
     config_path = tmp_path / "study.yaml"
     config_path.write_text(yaml.safe_dump(LONG))
 
-    # The data, locally; then the reference training (the rule's own command, never
-    # interrupted) beside the cluster run.
+    # The data, locally; then this machine's speed, and the job sized from it.
     prepared = run_snakemake(tmp_path, config_path, "results/splits/tiny/folds.json", "results/preprocessed/tiny",
                              profile=False, timeout=300)
     assert prepared.returncode == 0, prepared.output[-3000:]
-    settings = training_settings(validate_config(LONG, SCHEMA), "long")
-    reference = subprocess.Popen(
-        ["nice", "-n", "19", "glioseg", "--threads", "1", "train", "--cache", "results/preprocessed/tiny", "--splits",
-         "results/splits/tiny/folds.json", "--fold", "0", "--settings", json.dumps(settings, sort_keys=True),
-         "--out-model", "reference/model.pt", "--out-history", "reference/history.csv", "--state", "reference/state"],
-        cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    speed = _measure_speed(tmp_path, config_path, training_settings(validate_config(LONG, SCHEMA), "long"))
+    plan = plan_walltime_job(speed)
+    print(f"measured {speed}; planned {plan}")
+    assert plan.timeout <= MAX_CLUSTER_SECONDS, f"this machine is too busy for the walltime test now: {speed}, {plan}"
+    config = _with_plan(LONG, plan)
+    config_path.write_text(yaml.safe_dump(config))
 
-    result = run_snakemake(tmp_path, config_path, "--retries", "4", MODEL, timeout=480)
-    _, reference_errors = reference.communicate(timeout=300)
-    assert reference.returncode == 0, reference_errors[-3000:]
-    assert result.returncode == 0, result.output[-5000:]
-    print(f"interrupted training on SLURM: {result.seconds:.0f} s, {len(result.submitted())} attempts")
+    # The reference training (the rule's own command, never interrupted) beside the cluster run.
+    settings = training_settings(validate_config(config, SCHEMA), "long")
+    reference = start_niced(_train_command(settings, "reference"), tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
 
+    result = run_snakemake(tmp_path, config_path, "--retries", str(plan.retries), MODEL, timeout=plan.timeout)
     attempts = result.submitted()
-    assert len(attempts) >= 2, "the training finished in one attempt: it should not fit in 1 minute"
+    last_state = slurm_state(attempts[-1][0]) if attempts else "none submitted"  # before squeue forgets it
+    unnice(reference)
+    _, reference_errors = reference.communicate(timeout=300 + 8 * (speed.startup + plan.epochs * speed.epoch))
+    assert reference.returncode == 0, reference_errors[-3000:]
+    assert result.returncode == 0, f"{speed}\n{plan}\n{result.output[-5000:]}"
+    print(f"interrupted training on SLURM: {result.seconds:.0f} s, {len(attempts)} attempts")
+
+    assert len(attempts) >= 2, f"the training finished in one attempt: {speed}, {plan}"
     logs = [log.read_text() for _, log in attempts]
     assert "--signal" not in logs[0]  # no SLURM warning: it would reach the job step's Snakemake
     # Each attempt but the last was stopped by the rule's timer (not killed at the limit:
     # TIMEOUT), saved its state and exited 75 for the retry; none failed for another reason.
-    assert [slurm_state(jobid) for jobid, _ in attempts] == ["FAILED"] * (len(attempts) - 1) + ["COMPLETED"]
+    # The plugin reports each failure's state as it sees it: squeue forgets finished jobs
+    # after MinJobAge (300 s), sooner than a run of long attempts ends.
+    failed = dict(FAILED.findall(result.output))
+    assert [failed.get(jobid) for jobid, _ in attempts[:-1]] == ["FAILED"] * (len(attempts) - 1)
+    assert attempts[-1][0] not in failed and last_state == "COMPLETED"
     for text in logs[:-1]:
         assert "received SIGTERM: saving state" in text and "returned non-zero exit status 75" in text, text[-3000:]
     assert "resuming from" in logs[-1]
 
     history = pd.read_csv(tmp_path / "results/models/long/fold0/history.csv")
-    assert list(history["epoch"]) == list(range(1, 81))
+    assert list(history["epoch"]) == list(range(1, plan.epochs + 1))
     expected = pd.read_csv(tmp_path / "reference/history.csv")
     pd.testing.assert_frame_equal(history.drop(columns="seconds"), expected.drop(columns="seconds"))
 
