@@ -5,10 +5,11 @@
 
 import os
 
-# The walltime timer the train rule sources, found from this file's folder whatever the working
-# directory, and written relative to it: a checkout moved together with its results/ then leaves
-# the params of its finished trainings unchanged (Snakemake would train them again).
-WALLTIME_TIMER = os.path.relpath(os.path.join(workflow.current_basedir, "..", "scripts", "walltime_timer.sh"))
+# The walltime timer the train rule sources, as an absolute path found from this file's folder:
+# the same whatever the working directory, so running a study from another folder, or moving its
+# results/, leaves the params of its finished trainings unchanged (Snakemake would train them
+# again). Moving the glioseg checkout itself does change it.
+WALLTIME_TIMER = os.path.abspath(os.path.join(workflow.current_basedir, "..", "scripts", "walltime_timer.sh"))
 
 
 rule train:
