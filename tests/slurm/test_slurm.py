@@ -55,6 +55,7 @@ def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster
     reference = start_niced(snakemake_command(local, local / "study.yaml", profile=False), local,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result = run_snakemake(on_slurm, on_slurm / "study.yaml")
+    states = {jobid: slurm_state(jobid) for jobid, _ in result.submitted()}  # before squeue forgets them
     unnice(reference)
     reference_output, _ = reference.communicate(timeout=900)
     assert reference.returncode == 0, reference_output[-3000:]
@@ -69,7 +70,7 @@ def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster
     ran = Counter()
     for jobid, log in submitted:
         assert log.name == f"{jobid}.log" and log.is_file(), log
-        assert slurm_state(jobid) == "COMPLETED"
+        assert states[jobid] == "COMPLETED"
         ran.update(re.findall(r"^\s*localrule (\w+):", log.read_text(), re.M))  # the job step's own Snakemake
     assert ran == CLUSTER_JOBS
     grouped = sorted(log.parent.name for _, log in submitted if log.parent.name.startswith("group_"))
