@@ -72,6 +72,33 @@ class Results:
         """The cases of dataset ``evaluated`` that are the same scans as cases of dataset ``train``."""
         return f"{self.root}/overlap/{train}/{evaluated}.csv"
 
+    # Per dataset, the data views (before any training): profile, per-case features, montage.
+
+    def profile(self, dataset: Part) -> str:
+        """One row per case: shape, spacing, intensity percentiles in the brain, label volumes, outlier flags."""
+        return f"{self.root}/views/{dataset}/profile.csv"
+
+    def profile_summary(self, dataset: Part) -> str:
+        return f"{self.root}/views/{dataset}/profile.html"
+
+    def case_features(self, dataset: Part) -> str:
+        """Per case and modality: intensity quantiles in the brain and the feature vector the embedding reads."""
+        return f"{self.root}/views/{dataset}/features.npz"
+
+    def dataset_montage(self, dataset: Part) -> str:
+        return f"{self.root}/views/{dataset}/montage.png"
+
+    # Across datasets: intensity histograms and the t-SNE embedding of the cases.
+
+    def intensity_histograms(self) -> str:
+        return f"{self.root}/views/intensity_histograms.png"
+
+    def embedding_csv(self) -> str:
+        return f"{self.root}/views/embedding.csv"
+
+    def embedding_figure(self) -> str:
+        return f"{self.root}/views/embedding.png"
+
     # Per (experiment, fold): the trained model.
 
     def _fold_dir(self, experiment: Part, fold: Part) -> str:
@@ -111,6 +138,13 @@ class Results:
 
     def summary_md(self) -> str:
         return f"{self.root}/summary/summary.md"
+
+    def published_csv(self) -> str:
+        """Numbers a study's paper reported beside glioseg's own for the same experiment, metric and region."""
+        return f"{self.root}/summary/published.csv"
+
+    def published_figure(self) -> str:
+        return f"{self.root}/figures/published.png"
 
     def training_curves(self, experiment: Part) -> str:
         return f"{self.root}/figures/{experiment}/training_curves.png"
