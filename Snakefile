@@ -28,6 +28,7 @@ wildcard_constraints:
 
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/views.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
@@ -42,6 +43,10 @@ localrules:
     plot_boxplots,
     plot_montage,
     plot_gallery,
+    plot_dataset_montage,
+    plot_histograms,
+    embedding,
+    compare_published,
 
 
 onstart:

@@ -22,6 +22,7 @@ def test_default_config_plans_the_whole_study(workdir):
         "acquire": 1, "extract": 1, "manifest": 1, "split": 1, "preprocess": 1,
         "train": 5, "infer": 5, "score": 5,
         "summarize": 1, "plot_curves": 1, "plot_boxplots": 1, "plot_montage": 1, "all": 1,
+        "profile": 1, "plot_dataset_montage": 1, "plot_histograms": 1, "embedding": 1,
     }
 
 
@@ -179,3 +180,55 @@ def test_an_experiment_can_keep_another_datasets_scans_out_of_its_folds(workdir)
     commands = [line for line in result.output.splitlines() if excluded in line]
     assert sum(" train --cache " in line for line in commands) == 2  # unet_a's two folds, not unet_b's
     assert sum(" infer --model " in line for line in commands) == sum(" score --predictions " in line for line in commands) == 2
+
+
+STUDIES = {"study1-swin-brats21-to-brats18.yaml": ({"profile": 2, "plot_dataset_montage": 2, "fingerprint": 2, "overlap": 1}, 28),
+           "study2-medicalnet-resnet-brats19.yaml": ({"profile": 1, "plot_dataset_montage": 1}, 12),
+           "brats-unet2d-family.yaml": ({"profile": 1, "plot_dataset_montage": 1}, 6),
+           "lgg-unet.yaml": ({"profile": 1, "plot_dataset_montage": 1}, 2)}
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_study_config_plans_the_data_views_and_its_published_numbers(name, tmp_path):
+    """Each dataset read from an (empty) folder, weights as placeholders: the plan alone, with the new stages in it."""
+    config = yaml.safe_load((ROOT / "configs" / name).read_text())
+    for dataset in config["datasets"].values():
+        folder = tmp_path / "data"
+        folder.mkdir(exist_ok=True)
+        dataset["source"] = {"path": str(folder)}
+    for spec in config["experiments"].values():
+        checkpoint = spec.get("init", {}).get("checkpoint")
+        if checkpoint:
+            for fold in range(8):
+                path = tmp_path / checkpoint.format(fold=fold)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"placeholder")
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(tmp_path, "-n", "-p", configfile=path)
+    jobs = planned_jobs(result)
+    expected, entries = STUDIES[name]
+    assert {rule: jobs.get(rule) for rule in expected} == expected
+    assert jobs["plot_histograms"] == jobs["embedding"] == jobs["compare_published"] == jobs["summarize"] == 1
+    assert result.output.count('"experiment": ') >= 2 * entries  # summarize and compare-published both get every entry
+    if name.startswith("study1"):
+        assert "--same-scans results/study1/overlap/brats2018/brats2021.csv" in result.output
+
+
+def test_views_can_be_left_out(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["views"] = {"enabled": False}
+    path = workdir / "noviews.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(workdir, "-n", configfile=path))
+    assert not {"profile", "plot_dataset_montage", "plot_histograms", "embedding", "compare_published"} & set(jobs)
+
+
+def test_published_numbers_for_an_unknown_experiment_fail_at_once(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["published"] = {"unet_c": [{"metric": "dice", "region": "WT", "value": 0.9, "source": "a paper"}]}
+    path = workdir / "published.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", configfile=path)
+    assert result.returncode != 0
+    assert "published numbers are given for experiment 'unet_c'" in result.output and "Traceback" not in result.output

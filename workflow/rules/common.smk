@@ -267,4 +267,4 @@ def final_targets():
             targets.append(RESULTS.montage(experiment, evaluation))
             if is_stacked(evaluated_dataset(evaluation)):
                 targets.append(RESULTS.gallery(experiment, evaluation))
-    return targets
+    return targets + view_targets()  # workflow/rules/views.smk

@@ -18,12 +18,14 @@ rule summarize:
             caption="../report/summary.rst",
             category="Scores",
         ),
+    params:
+        published=published_option(),  # numbers a paper reported, printed beside the study's (views.smk)
     log:
         RESULTS.log("summarize"),
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} summarize --scores {input} --out-csv {output.csv} --out-md {output.md}"
+        "glioseg --log {log} summarize --scores {input} --out-csv {output.csv} --out-md {output.md} {params.published}"
 
 
 rule plot_curves:

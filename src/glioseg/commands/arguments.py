@@ -31,6 +31,16 @@ def json_arg(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
 
 
+def json_list(text: str) -> list:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"expected a JSON list, got {type(value).__name__}")
+    return value
+
+
 def fold_path(text: str) -> tuple[int, Path]:
     fold, _, path = text.partition("=")
     if not path or not fold.isdigit():

@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from glioseg.commands.arguments import Subcommands, add_command, fold_path
+from glioseg.commands.arguments import Subcommands, add_command, fold_path, json_list
 
 
 def summarize(args: argparse.Namespace) -> None:
     from glioseg.report.summary import write_summary
 
-    write_summary(args.scores, args.out_csv, args.out_md)
+    write_summary(args.scores, args.out_csv, args.out_md, published=args.published)
+
+
+def compare_published(args: argparse.Namespace) -> None:
+    from glioseg.report.published import write_comparison
+    from glioseg.report.summary import load_scores
+
+    write_comparison(load_scores([args.scores]), args.published, args.out_csv, args.out_png)
 
 
 def plot_curves(args: argparse.Namespace) -> None:
@@ -47,6 +54,16 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--scores", type=Path, nargs="+", required=True)
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--out-md", type=Path, required=True)
+    p.add_argument("--published", type=json_list, default=[],
+                   help="numbers a paper reported, as a JSON list of entries (experiment, evaluation, fold, region, metric, "
+                        "aggregate, value, source, comparable, note), printed beside glioseg's own")
+
+    p = add_command(sub, "compare-published", compare_published,
+                    "Published numbers beside glioseg's for the same experiment, fold, region and metric: table and figure.")
+    p.add_argument("--scores", type=Path, required=True, help="summary/scores.csv")
+    p.add_argument("--published", type=json_list, required=True, help="the entries, as for summarize --published")
+    p.add_argument("--out-csv", type=Path, required=True)
+    p.add_argument("--out-png", type=Path, required=True)
 
     p = add_command(sub, "plot-curves", plot_curves, "Training curves of one experiment, one line per fold.")
     p.add_argument("--history", type=fold_path, nargs="+", required=True, metavar="FOLD=CSV")

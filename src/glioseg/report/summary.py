@@ -12,8 +12,9 @@ easy to filter, plot or pivot, and stable when metrics are added.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pandas.api.typing import SeriesGroupBy
@@ -155,14 +156,20 @@ def markdown_report(scores: pd.DataFrame) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def write_summary(score_csvs: Sequence[str | Path], out_csv: str | Path, out_md: str | Path) -> None:
+def write_summary(score_csvs: Sequence[str | Path], out_csv: str | Path, out_md: str | Path,
+                  published: Sequence[Mapping[str, Any]] = ()) -> None:
     """Write all score rows (sorted) to ``out_csv`` and :func:`markdown_report` to ``out_md``, atomically.
 
-    Both inputs are read and checked before anything is written, so a bad input
-    leaves no output behind.
+    ``published``: numbers a paper reported (:func:`glioseg.report.published.resolve_entries`),
+    printed in a last section beside glioseg's own. Both inputs are read and
+    checked before anything is written, so a bad input leaves no output behind.
     """
     scores = load_scores(score_csvs)
     report = markdown_report(scores)
+    if published:
+        from glioseg.report.published import compare_published, markdown_section
+
+        report += "\n" + markdown_section(compare_published(scores, published)) + "\n"
     write_csv(out_csv, scores)
     write_text(out_md, report)
 
