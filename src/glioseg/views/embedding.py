@@ -89,7 +89,10 @@ def read_same_scans(tables: Sequence[str | Path]) -> list[tuple[tuple[str, str],
     """Pairs ((dataset, case), (dataset, case)) from the overlap stage's tables."""
     pairs = []
     for path in tables:
-        frame = pd.read_csv(path, dtype=str)
+        try:
+            frame = pd.read_csv(path, dtype=str)
+        except (OSError, pd.errors.ParserError) as exc:
+            raise GliosegError(f"overlap table not readable ({exc})", path=path, hint="re-run the overlap step.") from None
         missing = {"dataset_a", "case_a", "dataset_b", "case_b"} - set(frame.columns)
         if missing:
             raise GliosegError(f"not an overlap table: columns {sorted(missing)} missing", path=path,
