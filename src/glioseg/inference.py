@@ -24,7 +24,8 @@ from glioseg.labels import LabelConvention, regions_to_labels
 from glioseg.manifest import DatasetInfo
 from glioseg.models.model_file import load_model
 from glioseg.nifti import load_image, write_label_map
-from glioseg.preprocess import CropBox, cached_paths, read_cache_properties, uncrop
+from glioseg.cache import read_cache_properties, reader
+from glioseg.preprocess import CropBox, uncrop
 from glioseg.settings import InferenceSettings
 
 
@@ -140,7 +141,8 @@ def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manife
     """Write ``<case>.nii.gz`` for each case into ``out_dir`` (atomically, as one folder); several models ensemble."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models, name = load_models(model_paths, info, device)
-    properties = read_cache_properties(cache_dir).cases
+    cache = read_cache_properties(cache_dir)
+    properties = cache.cases
     rows = manifest.set_index("case")
     missing = sorted(set(cases) - set(properties))
     if missing:
@@ -150,7 +152,7 @@ def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manife
     with atomic_dir(out_dir) as tmp:
         for case in tqdm(cases, desc=description, unit="case"):
             props = properties[case]
-            image_path, _ = cached_paths(cache_dir, case)
-            labels = predict_case_labels(models, np.load(image_path), CropBox.from_json(props["crop"]),
+            image = reader(cache_dir, case, props, len(cache.regions)).image()
+            labels = predict_case_labels(models, image, CropBox.from_json(props["crop"]),
                                          tuple(props["original_shape"]), settings, info.convention, device)
             write_label_map(tmp / f"{case}.nii.gz", labels, load_image(rows.loc[case, "label"]))

@@ -1,13 +1,12 @@
-"""Preprocessing into the training cache: crop, normalise, labels to regions.
+"""Preprocessing into the training cache: crop to the brain, z-score statistics, labels to regions.
 
-What the cache holds is read every epoch, so it is plain ``.npy`` (the format
-chosen by measurement, see bench/cache_format.md): ``images/<case>.npy``
-float32 (C, X, Y, Z) and ``labels/<case>.npy`` uint8 region masks (R, X, Y, Z).
-``properties.json`` keeps, per case, what is needed to put a prediction back
-into the original geometry (the original shape and the crop box) and how the
-brain was told from the background; and for the whole cache a SHA-256
-``digest`` of its contents, so a training can tell that its data changed
-without re-reading gigabytes (:func:`cache_digest`).
+What the cache holds and how it is read is :mod:`glioseg.cache`'s business;
+here is what goes into it. ``properties.json`` keeps, per case, what is
+needed to put a prediction back into the original geometry (the original
+shape and the crop box), how the brain was told from the background and the
+z-score of each channel; and for the whole cache a SHA-256 ``digest`` of its
+contents, so a training can tell that its data changed without re-reading
+gigabytes.
 
 The brain is what the crop box encloses and what the z-score is computed
 over. A brain mask file from the layout decides it; otherwise the dataset's
@@ -15,6 +14,9 @@ over. A brain mask file from the layout decides it; otherwise the dataset's
 nonzero in any channel) or ``mode`` (data distributed with a constant nonzero
 background, e.g. already z-scored: voxels differing from their channel's most
 frequent value in any channel).
+
+Cases are independent, so they run in parallel over ``threads`` processes;
+the cache is the same whatever their number.
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from monai.transforms import NormalizeIntensity
 from monai.transforms.utils import generate_spatial_bounding_box
-from tqdm import tqdm
 
 from glioseg.atomic import atomic_dir, write_json
+from glioseg.cache import CACHE_FORMAT, Normalisation, pack_regions, storage_dtype, write_case
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo, image_column
 from glioseg.nifti import load_image, read_image, read_label, read_mask, voxel_spacing
+from glioseg.parallel import map_cases
 
 log = logging.getLogger(__name__)
 
@@ -94,22 +96,14 @@ _NO_BRAIN = {
 
 
 def normalise(image: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
-    """Z-score each channel over its brain voxels and set everything else to 0.
+    """Z-score each channel over its brain voxels and set everything else to 0, as the cache's readers see it.
 
     ``brain`` is a boolean (X, Y, Z) mask shared by all channels, or ``None``
     for each channel's own nonzero voxels (skull-stripped data on a 0
     background). Statistics over background voxels would shift and squash the
     brain's intensities, the more so the larger the background.
     """
-    if brain is None:
-        return np.asarray(NormalizeIntensity(nonzero=True, channel_wise=True, dtype=np.float32)(image))
-    inside = np.broadcast_to(brain, image.shape)
-    out = np.zeros(image.shape, dtype=np.float32)
-    for channel in range(image.shape[0]):
-        voxels = inside[channel]
-        if voxels.any():
-            out[channel][voxels] = np.asarray(NormalizeIntensity(dtype=np.float32)(image[channel][voxels]))
-    return out
+    return Normalisation.of(image, brain).apply(image, brain)
 
 
 def background_values(image: np.ndarray) -> np.ndarray:
@@ -153,9 +147,25 @@ def _mask_of(row: pd.Series) -> np.ndarray | None:
     return read_mask(path) if isinstance(path, str) and path else None
 
 
+@dataclass(frozen=True)
+class PreprocessedCase:
+    """One case as the cache stores it: the cropped image in its storage dtype (not yet z-scored), regions, brain."""
+
+    image: np.ndarray
+    regions: np.ndarray
+    brain: np.ndarray | None
+    """The cropped brain mask, when it is not each channel's nonzero voxels."""
+    properties: dict[str, Any]
+
+    @property
+    def normalised(self) -> np.ndarray:
+        """The float32 z-scored image the networks see."""
+        return Normalisation.from_json(self.properties["normalisation"]).apply(self.image, self.brain)
+
+
 def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: LabelConvention, margin: int,
-                    background: str = "zero") -> tuple[np.ndarray, np.ndarray, dict]:
-    """Return the cropped normalised image, its region masks and the case's properties."""
+                    background: str = "zero") -> PreprocessedCase:
+    """Crop one case to its brain and compute its z-score statistics and region masks."""
     image = load_case(row, modalities)
     brain, found = find_brain(image, _mask_of(row), background)
     if not brain.any():
@@ -168,24 +178,28 @@ def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: Lab
     except ValueError as exc:
         raise GliosegError(str(exc), path=row["label"], hint="fix the label file or choose the dataset's right layout.") from None
     reference = load_image(row["label"])
+    inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
+    cropped = crop(image, box)
     properties = {
         "original_shape": list(image.shape[1:]),
         "crop": box.to_json(),
         "spacing": list(voxel_spacing(reference)),
         "brain": found,
+        "normalisation": Normalisation.of(cropped, inside).to_json(),
     }
-    inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
-    return normalise(crop(image, box), inside), crop(regions, box), properties
+    return PreprocessedCase(cropped.astype(storage_dtype(cropped)), crop(regions, box), inside, properties)
 
 
-def _add_case(digest: Any, case: str, image: np.ndarray, regions: np.ndarray, properties: Mapping[str, Any]) -> None:
-    """Feed one case into the cache digest: its name, both arrays (dtype, shape, bytes) and its properties."""
-    digest.update(case.encode("utf-8") + b"\0")
-    for array in (image, regions):
+def case_digest(case: str, cached: PreprocessedCase) -> str:
+    """The SHA-256 of one case as cached: its name, arrays (dtype, shape, bytes) and properties."""
+    digest = hashlib.sha256(case.encode("utf-8") + b"\0")
+    arrays = [cached.image, pack_regions(cached.regions)] + ([cached.brain.astype(np.uint8)] if cached.brain is not None else [])
+    for array in arrays:
         contiguous = np.ascontiguousarray(array)
         digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode("ascii"))
         digest.update(memoryview(contiguous).cast("B"))
-    digest.update(json.dumps(properties, sort_keys=True).encode("utf-8"))
+    digest.update(json.dumps(cached.properties, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _warn_whole_volume(case: str, found: Mapping[str, Any]) -> None:
@@ -197,80 +211,47 @@ def _warn_whole_volume(case: str, found: Mapping[str, Any]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _CaseJob:
+    """What a worker process needs to preprocess one case into the cache folder being built (picklable)."""
+
+    out: Path
+    modalities: tuple[str, ...]
+    convention: LabelConvention
+    margin: int
+    background: str
+
+    def __call__(self, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        cached = preprocess_case(pd.Series(row), self.modalities, self.convention, self.margin, self.background)
+        write_case(self.out, row["case"], cached.image, cached.regions, cached.brain)
+        return cached.properties, case_digest(row["case"], cached)
+
+
 def preprocess_dataset(manifest: pd.DataFrame, info: DatasetInfo, out_dir: str | Path, margin: int,
-                       background: str = "zero") -> None:
-    """Write the whole dataset's cache folder atomically, one progress step per case, and its content digest.
+                       background: str = "zero", threads: int = 1) -> None:
+    """Write the whole dataset's cache folder atomically, cases in parallel over ``threads`` processes, and its digest.
 
     ``background`` is the rule for cases without a brain mask (:data:`BACKGROUNDS`).
+    The digest combines the cases' digests in manifest order, so it does not
+    depend on which process finished first.
     """
     if background not in BACKGROUNDS:
         raise GliosegError(f"unknown background rule '{background}'", hint=f"use one of {list(BACKGROUNDS)}.")
-    properties: dict[str, dict] = {}
-    whole: list[str] = []
-    digest = hashlib.sha256()
+    rows = manifest.to_dict("records")
     with atomic_dir(out_dir) as tmp:
-        (tmp / "images").mkdir()
-        (tmp / "labels").mkdir()
-        for _, row in tqdm(manifest.iterrows(), total=len(manifest), desc=f"preprocessing {info.name}", unit="case"):
-            case = row["case"]
-            image, regions, props = preprocess_case(row, info.modalities, info.convention, margin, background)
-            np.save(tmp / "images" / f"{case}.npy", image)
-            np.save(tmp / "labels" / f"{case}.npy", regions)
-            _add_case(digest, case, image, regions, props)
-            properties[case] = props
-            if keeps_whole_volume(CropBox.from_json(props["crop"]), tuple(props["original_shape"])):
-                _warn_whole_volume(case, props["brain"])
-                whole.append(case)
-        write_json(tmp / "properties.json", {"dataset": info.to_json(), "regions": list(info.convention.regions),
-                                             "background": background, "digest": digest.hexdigest(), "cases": properties})
+        job = _CaseJob(tmp, info.modalities, info.convention, margin, background)
+        results = map_cases(job, rows, threads=threads, desc=f"preprocessing {info.name}", name=lambda row: row["case"])
+        properties = {row["case"]: props for row, (props, _) in zip(rows, results)}
+        digest = hashlib.sha256("".join(f"{row['case']}:{d}\n" for row, (_, d) in zip(rows, results)).encode("utf-8"))
+        write_json(tmp / "properties.json", {"format": CACHE_FORMAT, "dataset": info.to_json(),
+                                             "regions": list(info.convention.regions), "background": background,
+                                             "digest": digest.hexdigest(), "cases": properties})
+    whole = [case for case, props in properties.items()
+             if keeps_whole_volume(CropBox.from_json(props["crop"]), tuple(props["original_shape"]))]
+    for case in whole:
+        _warn_whole_volume(case, properties[case]["brain"])
     if whole:
         log.warning("%s: %d of %d cases kept their whole volume when cropped to the brain: %s", info.name, len(whole),
                     len(properties), ", ".join(whole))
     log.info("%s: %d cases preprocessed into %s (digest %s)", info.name, len(properties), out_dir, digest.hexdigest()[:12])
 
-
-@dataclass(frozen=True)
-class CacheProperties:
-    """``properties.json``: what a cache's users need besides its arrays (one reader, :func:`read_cache_properties`)."""
-
-    regions: list[str]
-    modalities: list[str]
-    cases: dict[str, dict]
-    digest: str | None
-    """None for a cache written before digests were stored."""
-
-
-def read_cache_properties(cache_dir: str | Path) -> CacheProperties:
-    """The cache's regions, modalities, per-case geometry and digest; a missing or damaged file is named."""
-    path = Path(cache_dir) / "properties.json"
-    try:
-        properties = json.loads(path.read_text(encoding="utf-8"))
-        return CacheProperties(regions=list(properties["regions"]), modalities=list(properties["dataset"]["modalities"]),
-                               cases=properties["cases"], digest=properties.get("digest"))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise GliosegError(f"unreadable cache properties ({type(exc).__name__}: {exc})", path=path,
-                           hint="re-run preprocessing for this dataset.") from None
-
-
-def cache_digest(cache_dir: str | Path) -> str:
-    """The SHA-256 of a cache's contents, as hex: equal digests mean equal training data.
-
-    Read from ``properties.json``, where preprocessing stored it; a cache
-    written before digests existed has it computed from its files the same
-    way (every case's name, arrays and properties, in the order of
-    ``properties.json``), which reads the whole cache once.
-    """
-    properties = read_cache_properties(cache_dir)
-    if properties.digest is not None:
-        return properties.digest
-    digest = hashlib.sha256()
-    for case, props in properties.cases.items():
-        image_path, label_path = cached_paths(cache_dir, case)
-        _add_case(digest, case, np.load(image_path, mmap_mode="r"), np.load(label_path, mmap_mode="r"), props)
-    return digest.hexdigest()
-
-
-def cached_paths(cache_dir: str | Path, case: str) -> tuple[Path, Path]:
-    """The cached image and region-label files of one case."""
-    root = Path(cache_dir)
-    return root / "images" / f"{case}.npy", root / "labels" / f"{case}.npy"

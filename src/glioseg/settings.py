@@ -86,11 +86,14 @@ class TrainingSettings:
     slices: SliceSelection
     select: Literal["dice", "iou"]
     validate_every: int
-    num_workers: int
+    num_workers: int | Literal["auto"]
+    """Loader worker processes; ``auto`` follows the job's CPUs (:func:`glioseg.training.data.resolve_workers`)."""
     amp: bool
     augment: Augmentation
     exclude_overlap_with: tuple[str, ...] = ()
     init: InitSpec | None = None
+    oversample_foreground: float = 0.0
+    """The fraction of training patches centred on a tumour voxel; the rest are placed uniformly."""
 
     @property
     def spatial_dims(self) -> int:

@@ -35,7 +35,15 @@ def hd95_unit(scores: Any) -> str:
     return "/".join(units) or "mm"
 
 
+TIMING_COLUMNS: tuple[str, ...] = ("seconds", "data_seconds", "compute_seconds", "validation_seconds")
+"""history.csv's wall times: the only columns in which a resumed training differs from an uninterrupted one."""
+
+
 def history_columns(regions: Sequence[str]) -> list[str]:
-    """Columns of a training ``history.csv`` for the given regions, in order."""
+    """Columns of a training ``history.csv`` for the given regions, in order.
+
+    ``data_seconds`` is the time the epoch's training steps waited for batches, ``compute_seconds`` the time of the
+    steps themselves, ``validation_seconds`` that of the epoch's validation (0 when it did not validate).
+    """
     validation = [f"val_{metric}_{r}" for metric in ("dice", "iou") for r in (*regions, "mean")]
-    return ["epoch", "train_loss", *validation, "lr", "seconds"]
+    return ["epoch", "train_loss", *validation, "lr", *TIMING_COLUMNS]

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from glioseg.cache import CACHE_FORMAT, cache_digest, readers
 from glioseg.cli import main as cli_main
 from glioseg.datasets.layouts.custom import custom_convention
 from glioseg.errors import GliosegError
@@ -14,13 +15,17 @@ from glioseg.manifest import DatasetInfo, read_dataset_info, read_manifest, writ
 from glioseg.nifti import read_volume
 from glioseg.preprocess import (
     brain_box,
-    cache_digest,
-    cached_paths,
     crop,
     normalise,
     preprocess_dataset,
     uncrop,
 )
+
+
+def cached(cache_dir, case):
+    """A cached case as training reads it: the z-scored image and the region masks."""
+    reader = readers(cache_dir, [case])[0]
+    return reader.image(), reader.labels()
 
 
 def test_crop_then_uncrop_is_exact_outside_nothing_lost():
@@ -70,8 +75,7 @@ def test_preprocessed_cache_matches_the_raw_case(tiny_manifest, tmp_path):
     assert properties["regions"] == ["TC", "WT", "ET"]
     assert set(properties["cases"]) == set(manifest["case"])
     row = manifest.iloc[0]
-    image_path, label_path = cached_paths(tmp_path / "cache", row["case"])
-    image, regions = np.load(image_path), np.load(label_path)
+    image, regions = cached(tmp_path / "cache", row["case"])
     props = properties["cases"][row["case"]]
     assert image.dtype == np.float32 and image.shape[0] == 4 and regions.dtype == np.uint8
     assert image.shape[1:] == regions.shape[1:] == tuple(b - a for a, b in zip(props["crop"]["start"], props["crop"]["stop"]))
@@ -177,7 +181,7 @@ def test_mode_background_crops_to_the_brain_and_zscores_over_it_only(tmp_path, c
     assert props["crop"] == {"start": [4, 3, 2], "stop": [15, 12, 13]}
     assert props["brain"]["method"] == "mode" and props["brain"]["fraction"] == round(11 * 9 * 11 / np.prod(SHAPE), 6)
     np.testing.assert_allclose(props["brain"]["background"], raw[:, 0, 0, 0])
-    image = np.load(cached_paths(out, "c1")[0])
+    image = cached(out, "c1")[0]
     for channel in image:
         assert abs(channel.mean()) < 1e-5 and abs(channel.std() - 1) < 1e-4  # the crop is all brain here
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -186,7 +190,7 @@ def test_mode_background_crops_to_the_brain_and_zscores_over_it_only(tmp_path, c
 def test_mode_background_sets_the_background_inside_the_crop_to_zero(tmp_path):
     raw = zscored(skull_stripped())
     out, _ = run(tmp_path, [case_row(tmp_path / "raw", raw)], margin=2, background="mode")
-    image = np.load(cached_paths(out, "c1")[0])
+    image = cached(out, "c1")[0]
     brain = crop(brain_voxels()[None], brain_box(brain_voxels()[None], 2))[0]
     assert image.shape[1:] == (15, 13, 15)
     assert np.all(image[:, ~brain] == 0)
@@ -202,7 +206,7 @@ def test_a_brain_mask_decides_the_crop_and_the_zscore_over_any_background_rule(t
     props = properties["cases"]["c1"]
     assert props["brain"] == {"method": "mask", "fraction": round(float(mask.mean()), 6)}
     assert props["crop"] == {"start": [5, 4, 3], "stop": [14, 11, 12]}
-    image = np.load(cached_paths(out, "c1")[0])
+    image = cached(out, "c1")[0]
     expected = (raw[:, 5:14, 4:11, 3:12] - raw[:, mask].mean(axis=1)[:, None, None, None]) / raw[:, mask].std(axis=1)[:, None, None, None]
     np.testing.assert_allclose(image, expected, atol=1e-4)
 
@@ -270,16 +274,14 @@ def test_the_digest_is_stored_stable_and_follows_margin_and_content(tiny_manifes
     assert cache_digest(tmp_path / "d") != digests["a"]  # one voxel
 
 
-def test_a_cache_without_a_stored_digest_gets_the_same_digest_from_its_files(tiny_manifest, tmp_path):
+def test_a_cache_of_another_format_is_refused_with_what_to_do(tiny_manifest, tmp_path):
     csv, info_json = tiny_manifest
     preprocess_dataset(read_manifest(csv), read_dataset_info(info_json), tmp_path / "cache", margin=1)
     path = tmp_path / "cache" / "properties.json"
     properties = json.loads(path.read_text())
-    stored = properties.pop("digest")
+    assert properties["format"] == CACHE_FORMAT
+    del properties["format"]  # as the .npy caches before format 2 were written
     path.write_text(json.dumps(properties))
-    assert cache_digest(tmp_path / "cache") == stored
-    image_path, _ = cached_paths(tmp_path / "cache", "BraTS2021_00004")
-    image = np.load(image_path)
-    image[0, 3, 3, 3] += 1.0
-    np.save(image_path, image)
-    assert cache_digest(tmp_path / "cache") != stored
+    with pytest.raises(GliosegError, match=f"the cache has format 1, this glioseg reads format {CACHE_FORMAT}") as error:
+        cache_digest(tmp_path / "cache")
+    assert error.value.path == path and "preprocess the dataset again" in error.value.hint

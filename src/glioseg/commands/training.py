@@ -13,7 +13,7 @@ EXIT_RESUMABLE = 75
 
 def train(args: argparse.Namespace) -> int:
     from glioseg.evaluation import training_cases
-    from glioseg.preprocess import read_cache_properties
+    from glioseg.cache import read_cache_properties
     from glioseg.settings import TrainingSettings
     from glioseg.training.loop import FoldPaths, StopRequest, TrainingInterrupted, train_fold
 
@@ -33,7 +33,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def import_model(args: argparse.Namespace) -> None:
-    from glioseg.preprocess import read_cache_properties
+    from glioseg.cache import read_cache_properties
     from glioseg.settings import TrainingSettings
     from glioseg.training.init_weights import import_model as write_imported_model
 

@@ -1,14 +1,21 @@
-"""Training and validation data: MONAI dictionary transforms over the cache.
+"""Training and validation data: patches read from the cache, then MONAI's random transforms.
 
-Random transforms are seeded through MONAI's DataLoader, which draws their
-seeds from the loader's generator; a new loader per epoch with a generator
-seeded from (seed, epoch) makes every epoch's batches a pure function of the
-seed and the epoch number, which is what makes resuming exact.
+A training sample reads only its patch (:class:`ReadPatchd`): the cache
+(:mod:`glioseg.cache`) decompresses the chunks the patch touches, not the
+case. A fraction of patches (``oversample_foreground``) is centred on a
+random tumour voxel, as nnU-Net does and MONAI's ``RandCropByPosNegLabeld``
+offers; the rest are placed uniformly.
+
+Every sample's random draws (where the patch goes, flips, intensity) are a
+pure function of the seed, the epoch and the sample's position in the epoch
+(:class:`SeededDataset`), whichever loader worker makes it. So the batches do
+not depend on the number of workers, and a training resumed after a kill,
+even on a node with another CPU count, sees exactly the batches an
+uninterrupted one would.
 
 2D models train on axial slices (the last array axis) of the same 3D cache:
 an item is a (case, slice) pair, chosen per epoch by label area (see
-:func:`slice_items`), and the slice is read through a memory map so that an
-epoch never loads whole volumes it does not need.
+:func:`slice_items`), and only that slice is decompressed.
 """
 
 from __future__ import annotations
@@ -20,66 +27,99 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
-from monai.data.image_reader import NumpyReader
 from monai.transforms import (
     Compose,
-    EnsureTyped,
-    LoadImaged,
     MapTransform,
     RandFlipd,
+    Randomizable,
     RandScaleIntensityd,
     RandShiftIntensityd,
-    RandSpatialCropd,
     SpatialPadd,
+    apply_transform,
 )
+from torch.utils.data import RandomSampler
 
-from glioseg.preprocess import cached_paths
+from glioseg.cache import CaseReader, readers, unpack_regions
 from glioseg.settings import Augmentation, SliceSelection
 
 KEYS = ("image", "label")
 
 
-def case_items(cache_dir: str | Path, cases: Sequence[str]) -> list[dict[str, str]]:
-    items = []
-    for case in cases:
-        image, label = cached_paths(cache_dir, case)
-        items.append({"case": case, "image": str(image), "label": str(label)})
-    return items
+def case_items(cache_dir: str | Path, cases: Sequence[str]) -> list[dict[str, Any]]:
+    """One item per case: its name and its reader (properties.json is read once for all of them)."""
+    return [{"case": case, "reader": reader} for case, reader in zip(cases, readers(cache_dir, cases))]
 
 
-def _load() -> list:
-    return [
-        LoadImaged(keys=KEYS, reader=NumpyReader(channel_dim=0), image_only=True),
-        EnsureTyped(keys=KEYS, dtype=(torch.float32, torch.uint8), track_meta=False),
-    ]
+def _sample(item: Mapping[str, Any], image: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    return {"case": item["case"], "image": torch.from_numpy(image), "label": torch.from_numpy(np.ascontiguousarray(labels))}
 
 
-class LoadSliced(MapTransform):
-    """Read one axial slice (``item["slice"]``) of cached ``(C, X, Y, Z)`` arrays as ``(C, X, Y)`` tensors."""
+def _fixed(item: Mapping[str, Any]) -> tuple[int, ...]:
+    """The axial slice of a 2D item, as an index that drops the axis; nothing for a 3D item."""
+    return (item["slice"],) if "slice" in item else ()
 
-    def __init__(self, keys: Sequence[str] = KEYS) -> None:
-        super().__init__(keys)
+
+class ReadCased(MapTransform):
+    """Read a whole case (or a 2D item's slice): the z-scored image (C, …) and region masks (R, …)."""
+
+    def __init__(self) -> None:
+        super().__init__(KEYS)
 
     def __call__(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(item)
-        for key in self.key_iterator(out):
-            out[key] = torch.from_numpy(np.ascontiguousarray(np.load(item[key], mmap_mode="r")[..., item["slice"]]))
-        out["image"], out["label"] = out["image"].float(), out["label"].to(torch.uint8)
-        return out
+        reader: CaseReader = item["reader"]
+        where = (slice(None), slice(None), *_fixed(item)) if "slice" in item else None
+        return _sample(item, reader.image(where), reader.labels(where))
 
 
-def _load_for(spatial_dims: int) -> list:
-    return _load() if spatial_dims == 3 else [LoadSliced()]
+class ReadPatchd(Randomizable, MapTransform):
+    """Read one training patch of a case from the cache: placed at random, or centred on the tumour.
+
+    Where the case (or slice) is smaller than the patch along an axis, all of
+    that axis is read and :class:`~monai.transforms.SpatialPadd` pads it after.
+    """
+
+    def __init__(self, patch_size: Sequence[int], oversample_foreground: float) -> None:
+        MapTransform.__init__(self, KEYS)
+        self.patch_size = tuple(patch_size)
+        self.oversample_foreground = oversample_foreground
+
+    def _starts(self, shape: Sequence[int], centre: Sequence[int] | None) -> list[int]:
+        starts = []
+        for axis, (size, patch) in enumerate(zip(shape, self.patch_size)):
+            room = max(size - patch, 0)
+            start = int(self.R.randint(room + 1)) if centre is None else centre[axis] - patch // 2
+            starts.append(min(max(start, 0), room))
+        return starts
+
+    def _centre(self, packed: np.ndarray) -> tuple[int, ...] | None:
+        """A random tumour voxel of the case (any region), or None when it has none."""
+        voxels = np.flatnonzero(packed)
+        if voxels.size == 0:
+            return None
+        return tuple(int(i) for i in np.unravel_index(voxels[self.R.randint(voxels.size)], packed.shape))
+
+    def randomize(self, data: Any = None) -> None:
+        """The draws happen in :meth:`__call__`, which needs the case's shape and tumour first."""
+
+    def __call__(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        reader: CaseReader = item["reader"]
+        fixed = _fixed(item)
+        centred = self.R.rand() < self.oversample_foreground
+        packed = reader.packed_labels((slice(None), slice(None), *fixed) if fixed else None) if centred else None
+        shape = packed.shape if packed is not None else reader.shape[: len(self.patch_size)]
+        starts = self._starts(shape, self._centre(packed) if centred else None)
+        window = tuple(slice(s, s + min(p, n)) for s, p, n in zip(starts, self.patch_size, shape))
+        labels = reader.labels((*window, *fixed)) if packed is None else unpack_regions(packed[window], reader.region_count)
+        return _sample(item, reader.image((*window, *fixed)), labels)
 
 
-def train_transforms(patch_size: Sequence[int], augment: Augmentation) -> Compose:
-    """Read (a volume, or a slice for a 2D patch), pad to the patch, random crop, flips on each axis, intensity scale and shift."""
+def train_transforms(patch_size: Sequence[int], augment: Augmentation, oversample_foreground: float = 0.0) -> Compose:
+    """Read a patch (of a volume, or of a slice for a 2D patch), pad it to size, flips on each axis, intensity scale and shift."""
     flips = [RandFlipd(keys=KEYS, prob=augment.flip_prob, spatial_axis=axis) for axis in range(len(patch_size))]
     return Compose(
         [
-            *_load_for(len(patch_size)),
+            ReadPatchd(patch_size, oversample_foreground),
             SpatialPadd(keys=KEYS, spatial_size=patch_size),
-            RandSpatialCropd(keys=KEYS, roi_size=patch_size, random_size=False),
             *flips,
             RandScaleIntensityd(keys="image", factors=augment.scale_intensity, prob=1.0),
             RandShiftIntensityd(keys="image", offsets=augment.shift_intensity, prob=1.0),
@@ -88,19 +128,15 @@ def train_transforms(patch_size: Sequence[int], augment: Augmentation) -> Compos
 
 
 def eval_transforms() -> Compose:
-    return Compose(_load())
+    return Compose([ReadCased()])
 
 
 def slice_areas(cache_dir: str | Path, cases: Sequence[str]) -> dict[str, np.ndarray]:
     """Labelled pixels per axial slice of each case (any region), read once per training."""
-    areas = {}
-    for case in cases:
-        _, label = cached_paths(cache_dir, case)
-        areas[case] = np.load(label, mmap_mode="r").any(axis=0).sum(axis=(0, 1))
-    return areas
+    return {case: (reader.packed_labels() != 0).sum(axis=(0, 1)) for case, reader in zip(cases, readers(cache_dir, cases))}
 
 
-def slice_items(cases: list[dict[str, str]], areas: Mapping[str, np.ndarray], selection: SliceSelection,
+def slice_items(cases: list[dict[str, Any]], areas: Mapping[str, np.ndarray], selection: SliceSelection,
                 seed: int) -> list[dict[str, Any]]:
     """The slices one epoch of 2D training visits.
 
@@ -122,17 +158,53 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def train_loader(items: list[dict], transforms: Compose, batch_size: int, num_workers: int, seed: int, epoch: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+class SeededDataset(Dataset):
+    """A dataset whose item ``i`` draws its random transforms from a seed of its own, made from ``(seed, i)``.
+
+    MONAI seeds each loader worker once, so without this a sample's
+    augmentation would depend on which worker made it and on how many there are.
+    """
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], transform: Compose, seed: int) -> None:
+        super().__init__(items, transform)
+        self.seed = seed
+
+    def _transform(self, index: int) -> Any:
+        self.transform.set_random_state(seed=int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0]))
+        return apply_transform(self.transform, self.data[index])
+
+
+def loader_options(num_workers: int, device: torch.device) -> dict[str, Any]:
+    """Worker processes, page-locked memory on CUDA (for non-blocking copies) and two batches prefetched per worker."""
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
+    if num_workers > 0:
+        options["prefetch_factor"] = 2
+    return options
+
+
+def train_loader(items: list[dict], transforms: Compose, batch_size: int, seed: int, epoch: int,
+                 options: Mapping[str, Any]) -> DataLoader:
+    """One epoch's loader: its order and every sample's randomness come from ``(seed, epoch)`` alone."""
+    seed = epoch_seed(seed, epoch)
+    dataset = SeededDataset(items, transforms, seed)
     return DataLoader(
-        Dataset(items, transforms),
+        dataset,
         batch_size=batch_size,
-        shuffle=True,
+        sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)),
         drop_last=len(items) > batch_size,
-        num_workers=num_workers,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed + 1),  # MONAI and torch draw worker seeds from it: not the order
+        **options,
     )
 
 
-def eval_loader(items: list[dict], num_workers: int) -> DataLoader:
-    return DataLoader(Dataset(items, eval_transforms()), batch_size=1, shuffle=False, num_workers=num_workers)
+def eval_loader(items: list[dict], options: Mapping[str, Any]) -> DataLoader:
+    """Whole validation cases, one at a time; its workers live as long as the training (nothing random to reseed)."""
+    persistent = {"persistent_workers": True} if options.get("num_workers", 0) > 0 else {}
+    return DataLoader(Dataset(items, eval_transforms()), batch_size=1, shuffle=False, **options, **persistent)
+
+
+def resolve_workers(num_workers: int | str, threads: int | None) -> int:
+    """``auto``: one loader worker per CPU of the job beyond the one that trains, at most 8; 0 on a 1-CPU job."""
+    if num_workers != "auto":
+        return int(num_workers)
+    return max(0, min((threads or 1) - 1, 8))

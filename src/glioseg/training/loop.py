@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 from glioseg import torch_files
 from glioseg.atomic import write_csv
+from glioseg.cache import cache_digest
 from glioseg.errors import GliosegError
 from glioseg.inference import autocast, predict_masks
 from glioseg.locks import exclusive_lock
 from glioseg.losses import build_loss
 from glioseg.models import on_epoch_start, training_loss
 from glioseg.models.model_file import network_for, save_model
-from glioseg.preprocess import cache_digest
 from glioseg.settings import InferenceSettings, TrainingSettings
 from glioseg.tables import history_columns
 from glioseg.training import checkpoint
@@ -46,6 +46,8 @@ from glioseg.training.data import (
     case_items,
     epoch_seed,
     eval_loader,
+    loader_options,
+    resolve_workers,
     slice_areas,
     slice_items,
     train_loader,
@@ -213,20 +215,45 @@ def _resume(run: Run, path: Path, identity: checkpoint.RunIdentity) -> bool:
     return True
 
 
+@dataclass
+class EpochTime:
+    """Where an epoch's training steps spent their time: waiting for a batch, or computing on it."""
+
+    data: float = 0.0
+    compute: float = 0.0
+
+    @property
+    def data_share(self) -> float:
+        total = self.data + self.compute
+        return self.data / total if total > 0 else 0.0
+
+
+DATA_WAIT_WARNING = 0.10
+"""The share of the training steps spent waiting for data above which the log says to give the loader more CPUs
+(once the wait reaches a second: starting the loader's workers alone takes a fraction of one)."""
+
+
 def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp: bool, stop: StopRequest,
-                 save: Callable[[], None], world: World, state_path: Path) -> float:
+                 save: Callable[[], None], world: World, state_path: Path) -> tuple[float, EpochTime]:
     """One pass over the loader; the steps an interrupted attempt already took are replayed, not retrained.
 
     Replaying draws those batches again (without training on them) so that
     the random transforms of the remaining batches match an uninterrupted run.
     A non-finite loss stops the run before anything of it is saved, so
-    ``state_path`` keeps the last good epoch.
+    ``state_path`` keeps the last good epoch. The time is split into waiting
+    for each batch and the step on it (which ends in a device sync, reading
+    the loss).
     """
     run.model.train()
+    spent = EpochTime()
+    waiting = time.perf_counter()
     for index, batch in enumerate(loader):
         if index < len(run.epoch_losses):
+            waiting = time.perf_counter()
             continue
-        image, label = batch["image"].to(device), batch["label"].to(device)
+        computing = time.perf_counter()
+        spent.data += computing - waiting
+        image, label = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
         run.optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
             loss = training_loss(run.model, run.network(image), label, loss_fn)
@@ -245,9 +272,18 @@ def _train_epoch(run: Run, loader, loss_fn: nn.Module, device: torch.device, amp
                 save()
             raise TrainingInterrupted(f"stopped by {_signal_name(stop)} in epoch {run.epoch + 1} after "
                                       f"{len(run.epoch_losses)} steps; state saved")
+        waiting = time.perf_counter()
+        spent.compute += waiting - computing
     mean_loss = float(np.mean(run.epoch_losses))
     run.epoch_losses = []
-    return mean_loss
+    return mean_loss, spent
+
+
+def _warn_data_wait(epoch: int, spent: EpochTime, num_workers: int) -> None:
+    if spent.data_share > DATA_WAIT_WARNING and spent.data >= 1.0:
+        log.warning("epoch %d: the training steps waited for data %.0f%% of the time (%.1f s of %.1f s) with %d loader "
+                    "workers; give the job more CPUs (resources: cpus) or set num_workers higher", epoch,
+                    100 * spent.data_share, spent.data, spent.data + spent.compute, num_workers)
 
 
 def validate(model: nn.Module, loader, settings: TrainingSettings, device: torch.device) -> dict[str, np.ndarray]:
@@ -313,10 +349,12 @@ def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[
         load_configured_weights(run.model, paths.init, settings)
     run.network = wrap(run.model, world, device)
     loss_fn = build_loss(settings.loss)
-    transforms = train_transforms(settings.patch_size, settings.augment)
+    transforms = train_transforms(settings.patch_size, settings.augment, settings.oversample_foreground)
     train_items = case_items(paths.cache, train_cases)
     areas = slice_areas(paths.cache, train_cases) if settings.spatial_dims == 2 else None
-    val_loader = eval_loader(case_items(paths.cache, validation_share(val_cases, world)), settings.num_workers)
+    num_workers = resolve_workers(settings.num_workers, torch.get_num_threads())
+    options = loader_options(num_workers, device)
+    val_loader = eval_loader(case_items(paths.cache, validation_share(val_cases, world)), options)
     log.info("training %s on %s%s: %d train / %d validation cases, epochs %d..%d", settings.name, device,
              f" (process {world.rank} of {world.size})" if world.is_distributed else "", len(train_cases), len(val_cases),
              run.epoch + 1, settings.epochs)
@@ -326,12 +364,14 @@ def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[
         on_epoch_start(run.model, epoch)
         started = time.perf_counter()
         items = _epoch_items(train_items, areas, settings, epoch, world)
-        loader = train_loader(items, transforms, settings.batch_size, settings.num_workers, settings.seed + world.rank,
-                              epoch)
-        loss = _train_epoch(run, loader, loss_fn, device, settings.amp, stop, lambda: _save_state(run, paths.last, identity), world,
-                            paths.last)
-        row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"]}
+        loader = train_loader(items, transforms, settings.batch_size, settings.seed + world.rank, epoch, options)
+        loss, spent = _train_epoch(run, loader, loss_fn, device, settings.amp, stop, lambda: _save_state(run, paths.last, identity),
+                                   world, paths.last)
+        _warn_data_wait(epoch, spent, num_workers)
+        row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
+                                 "data_seconds": spent.data, "compute_seconds": spent.compute}
         run.scheduler.step()
+        validating = time.perf_counter()
         if epoch % settings.validate_every == 0 or epoch == settings.epochs:
             for name, values in validate(run.model, val_loader, settings, device).items():
                 row.update({f"val_{name}_{r}": float(v) for r, v in zip(regions, values)})
@@ -340,6 +380,7 @@ def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[
                 run.best_metric, run.best_epoch = row[f"val_{settings.select}_mean"], epoch
                 if world.is_main:
                     torch_files.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
+        row["validation_seconds"] = time.perf_counter() - validating
         row["seconds"] = time.perf_counter() - started
         run.epoch = epoch
         run.history.append(row)
