@@ -107,8 +107,8 @@ def compare_published(scores: pd.DataFrame, entries: Sequence[Mapping[str, Any]]
         ours, cases = glioseg_value(scores, entry) if entry["comparable"] else (float("nan"), 0)
         rows.append({**{key: entry[key] for key in ("experiment", "evaluation", "region", "metric", "aggregate", "source", "note",
                                                     "comparable")},
-                     "fold": str(entry["fold"]), "published": float(entry["value"]), "glioseg": ours,
-                     "difference": ours - float(entry["value"]), "n_cases": cases})
+                     "fold": str(entry["fold"]), "published": float(entry["value"]), "glioseg": round(ours, 6),
+                     "difference": round(ours - float(entry["value"]), 6), "n_cases": cases})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
