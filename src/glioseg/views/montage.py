@@ -6,7 +6,8 @@ radiological convention with :func:`~glioseg.report.figures.radiological`:
 axial (anterior up) and coronal (superior up) with the patient's right on the
 viewer's left, sagittal with superior up and anterior on the left. Each plane
 cuts through the tumour's largest cross-section along its axis (the middle of
-the volume without tumour); pixels keep the voxel spacing's aspect ratio.
+the volume without tumour); pixels keep the voxel spacing's aspect ratio, or fill
+the panel where the spacing is not physical (LGG kaggle_3m's stacked slices).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def plot_dataset_montage(row: pd.Series, info: DatasetInfo, out: str | Path | No
     for r, (name, axis) in enumerate(PLANES):
         index = section(label, axis)
         shown = [a for a in range(3) if a != axis]  # rows of the displayed plane run along shown[1], columns along shown[0]
-        aspect = spacing[shown[1]] / spacing[shown[0]]
+        # Pixels keep the spacing's aspect; without a physical spacing (LGG's stacked slices) each panel is filled.
+        aspect = spacing[shown[1]] / spacing[shown[0]] if info.physical_spacing else "auto"
         for c, modality in enumerate(modalities):
             ax = axes[r, c]
             ax.imshow(plane(images[modality][0], axis, index), cmap="gray", vmin=windows[modality][0], vmax=windows[modality][1],
@@ -94,7 +96,8 @@ def plot_dataset_montage(row: pd.Series, info: DatasetInfo, out: str | Path | No
     unit = "mm" if info.physical_spacing else "px (not physical)"
     fig.suptitle(f"{info.name}: {row['case']}{group} · {' × '.join(map(str, label.shape))} voxels of "
                  f"{' × '.join(f'{s:g}' for s in spacing)} {unit} (RAS)", fontsize="medium")
-    handles = [Patch(color=LABEL_COLOURS[value], label=name) for value, name in _LABEL_NAMES]
+    names = _LABEL_NAMES if info.convention.regions != ("WT",) else ((1, "tumour (whole tumour only, 1)"),)
+    handles = [Patch(color=LABEL_COLOURS[value], label=name) for value, name in names]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize="small")
     return finish_figure(fig, out)
 
