@@ -1,6 +1,7 @@
 # Helpers shared by all the .smk files: the validated config, the results layout and what each job reads.
 
 import json
+import shlex
 
 from snakemake.exceptions import WorkflowError
 
@@ -16,7 +17,9 @@ from glioseg.config import (
 )
 from glioseg.datasets.layouts import stacks_slices
 from glioseg.errors import GliosegError
+from glioseg.formats import CACHE_FORMAT
 from glioseg.paths import ENSEMBLE, Results
+from glioseg.report.published import resolve_entries
 
 CONFIG_SOURCE = ", ".join(str(path) for path in workflow.configfiles) or "config"
 try:
@@ -268,3 +271,54 @@ def final_targets():
             if is_stacked(evaluated_dataset(evaluation)):
                 targets.append(RESULTS.gallery(experiment, evaluation))
     return targets + view_targets()  # workflow/rules/views.smk
+
+
+# ---------------------------------------------------------------- the data views (workflow/rules/views.smk)
+
+VIEWS = config["views"]
+EMBEDDING = VIEWS["embedding"]
+try:
+    PUBLISHED = resolve_entries(config, CONFIG_SOURCE)
+except GliosegError as error:
+    raise WorkflowError(error.message) from None
+
+
+def embedded_datasets():
+    """The datasets the t-SNE embeds: those named in views → embedding → datasets, or every dataset."""
+    names = EMBEDDING["datasets"] or list(DATASETS)
+    unknown = [name for name in names if name not in DATASETS]
+    if unknown:
+        raise WorkflowError(f"{CONFIG_SOURCE}: views → embedding → datasets names {unknown}, which the study does not define; "
+                            f"use some of {sorted(DATASETS)}.")
+    return names
+
+
+def embedding_same_scans():
+    """Overlap tables between every pair of embedded datasets, in the study's order (the overlap rule's (train, evaluated))."""
+    if not EMBEDDING["same_scans"]:
+        return []
+    names = embedded_datasets()
+    return [RESULTS.shared_scans(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def montage_case_option(wildcards):
+    case = VIEWS["montage"]["cases"].get(wildcards.dataset)
+    return f"--case {shlex.quote(case)}" if case else ""
+
+
+def published_option():
+    """``--published '<json>'`` for the summary, or nothing for a study without published numbers."""
+    return f"--published {shlex.quote(canonical_json(PUBLISHED))}" if PUBLISHED else ""
+
+
+def view_targets():
+    targets = []
+    if VIEWS["enabled"]:
+        for dataset in DATASETS:
+            targets += [RESULTS.profile(dataset), RESULTS.profile_summary(dataset), RESULTS.dataset_montage(dataset)]
+        targets.append(RESULTS.intensity_histograms())
+        if EMBEDDING["enabled"]:
+            targets.append(RESULTS.embedding_figure())
+    if PUBLISHED:
+        targets.append(RESULTS.published_figure())
+    return targets

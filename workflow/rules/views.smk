@@ -2,59 +2,6 @@
 # across datasets intensity histograms and a t-SNE embedding; and the numbers a paper reported
 # beside the study's own. Every output is in `snakemake --report`, grouped per dataset.
 
-import shlex
-
-from glioseg.report.published import resolve_entries
-
-VIEWS = config["views"]
-EMBEDDING = VIEWS["embedding"]
-try:
-    PUBLISHED = resolve_entries(config, CONFIG_SOURCE)
-except GliosegError as error:
-    raise WorkflowError(error.message) from None
-
-
-def embedded_datasets():
-    """The datasets the t-SNE embeds: those named in views → embedding → datasets, or every dataset."""
-    names = EMBEDDING["datasets"] or list(DATASETS)
-    unknown = [name for name in names if name not in DATASETS]
-    if unknown:
-        raise WorkflowError(f"{CONFIG_SOURCE}: views → embedding → datasets names {unknown}, which the study does not define; "
-                            f"use some of {sorted(DATASETS)}.")
-    return names
-
-
-def embedding_same_scans():
-    """Overlap tables between every pair of embedded datasets, in the study's order (the overlap rule's (train, evaluated))."""
-    if not EMBEDDING["same_scans"]:
-        return []
-    names = embedded_datasets()
-    return [RESULTS.shared_scans(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
-
-
-def montage_case_option(wildcards):
-    case = VIEWS["montage"]["cases"].get(wildcards.dataset)
-    return f"--case {shlex.quote(case)}" if case else ""
-
-
-def published_option():
-    """``--published '<json>'`` for the summary, or nothing for a study without published numbers."""
-    return f"--published {shlex.quote(canonical_json(PUBLISHED))}" if PUBLISHED else ""
-
-
-def view_targets():
-    targets = []
-    if VIEWS["enabled"]:
-        for dataset in DATASETS:
-            targets += [RESULTS.profile(dataset), RESULTS.profile_summary(dataset), RESULTS.dataset_montage(dataset)]
-        targets.append(RESULTS.intensity_histograms())
-        if EMBEDDING["enabled"]:
-            targets.append(RESULTS.embedding_figure())
-    if PUBLISHED:
-        targets.append(RESULTS.published_figure())
-    return targets
-
-
 rule profile:
     input:
         csv=RESULTS.manifest_csv("{dataset}"),
