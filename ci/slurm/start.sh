@@ -85,7 +85,9 @@ SlurmdLogFile=$DIR/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/$PROCTRACK
-TaskPlugin=task/none
+# task/affinity, as on most clusters: the plugin's job step runs `srun --cpu-bind=q`, and with
+# task/none every job log said "srun: cluster configuration lacks support for cpu binding".
+TaskPlugin=task/affinity
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 JobAcctGatherType=jobacct_gather/none

@@ -8,7 +8,7 @@ cannot work: not root, or no SLURM and no way to install it.
 
 from __future__ import annotations
 
-import contextlib
+import math
 import os
 import re
 import shutil
@@ -16,8 +16,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -65,33 +65,48 @@ def run_snakemake(workdir: Path, configfile: Path, *args: str, profile: bool = T
     return Run(done.returncode, done.stdout + done.stderr, time.monotonic() - started)
 
 
-def start_niced(command: list[str], workdir: Path, **popen: Any) -> subprocess.Popen:
-    """Start a local run beside a cluster run at nice 19, so that it takes only the CPU the SLURM jobs leave."""
-    return subprocess.Popen(["nice", "-n", "19", *command], cwd=workdir, env=environment(), text=True, **popen)
+@dataclass(frozen=True)
+class SlurmJob:
+    """A job as squeue saw it: its state and what it reserved."""
+
+    state: str
+    cpus: int
+    memory: int  # MB
+    minutes: int  # the time limit
 
 
-def unnice(process: subprocess.Popen) -> None:
-    """Normal priority for a :func:`start_niced` run, its threads and its children, once the cluster run is
-    over: at nice 19 on a loaded machine it got next to no CPU, and the test timed out waiting for it."""
-    for pid in _process_tree(process.pid):
-        for task in _tasks(pid):
-            with contextlib.suppress(ProcessLookupError):  # it has just ended
-                os.setpriority(os.PRIO_PROCESS, task, 0)  # Linux: one thread's
+def slurm_job(jobid: str) -> SlurmJob:
+    """A finished job's state and reservation (squeue keeps finished jobs for MinJobAge=300 s)."""
+    done = subprocess.run(["squeue", "-h", "-t", "all", "-j", jobid, "-o", "%T|%C|%m|%l"], capture_output=True, text=True)
+    state, cpus, memory, limit = done.stdout.strip().split("|")
+    days, _, clock = limit.rpartition("-")
+    hours, minutes, _ = ([0, 0] + [int(part) for part in clock.split(":")])[-3:]
+    assert memory.endswith("M"), memory
+    return SlurmJob(state, int(cpus), int(memory[:-1]), 24 * 60 * int(days or 0) + 60 * hours + minutes)
 
 
-def _process_tree(pid: int) -> Iterator[int]:
-    yield pid
-    for task in _tasks(pid):
-        with contextlib.suppress(FileNotFoundError):  # it has just ended
-            for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
-                yield from _process_tree(int(child))
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]")
 
 
-def _tasks(pid: int) -> list[int]:
-    """The process's threads; none once it has ended."""
-    with contextlib.suppress(FileNotFoundError):
-        return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
-    return []
+def group_member_times(log: str) -> list[tuple[str, float, float]]:
+    """(rule, start, end) of each member of a group job, in the order its Snakemake started them.
+
+    The group's Snakemake prints "rule X:" when it starts a member and "Finished jobid: N
+    (Rule: X)" when it is done; the member's own Snakemake (in its job step) prints
+    "localrule X:" and a "Finished" line of its own just before. A member's end is the last
+    "Finished" line before the next member starts; one that never got one (members started
+    side by side) ends at infinity.
+    """
+    members: list[list] = []
+    now = 0.0
+    for line in log.splitlines():
+        if found := STAMP.match(line):
+            now = datetime.strptime(found.group(1), "%a %b %d %H:%M:%S %Y").timestamp()
+        elif found := re.match(r"^rule (\w+):", line):
+            members.append([found.group(1), now, math.inf])
+        elif members and re.match(r"^Finished jobid: \d+ \(Rule: \w+\)", line):
+            members[-1][2] = now
+    return [tuple(member) for member in members]
 
 
 def slurm_state(jobid: str) -> str:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -29,7 +30,15 @@ import yaml
 from glioseg import torch_files
 from glioseg.config import training_settings, validate_config
 
-from .conftest import ROOT, environment, run_snakemake, slurm_state, snakemake_command, start_niced, unnice
+from .conftest import (
+    ROOT,
+    environment,
+    group_member_times,
+    run_snakemake,
+    slurm_job,
+    slurm_state,
+    snakemake_command,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -41,6 +50,13 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 # inference get a job per fold.
 CLUSTER_JOBS = {"manifest": 1, "split": 1, "preprocess": 1, "train": 2, "infer": 2, "score": 2}
 SLURM_SUBMISSIONS = 1 + 2 + 2 + 1
+# The two group jobs: their members, and what they reserve (CPUs, memory, minutes) with profiles/slurm's
+# resources: the largest member's CPUs and memory (preprocess: 8000 MB) and the sum of the members'
+# runtimes (manifest and split 60 min each, preprocess 240; a score 15).
+GROUP_MEMBERS = {
+    "group_dataset_manifest_preprocess_split": {"rules": ["manifest", "split", "preprocess"], "reserved": (1, 8000, 360)},
+    "group_scores_score": {"rules": ["score", "score"], "reserved": (1, 4000, 30)},
+}
 
 
 def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster, tmp_path):
@@ -51,16 +67,15 @@ def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster
         folder.mkdir()
         (folder / "study.yaml").write_text(yaml.safe_dump(config))
 
-    # The local reference runs beside the cluster run, which mostly waits on SLURM.
-    reference = start_niced(snakemake_command(local, local / "study.yaml", profile=False), local,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The cluster run first, then the local reference: one after the other, so that each has
+    # the machine's two cores to itself and the printed times mean something.
     result = run_snakemake(on_slurm, on_slurm / "study.yaml")
-    states = {jobid: slurm_state(jobid) for jobid, _ in result.submitted()}  # before squeue forgets them
-    unnice(reference)
-    reference_output, _ = reference.communicate(timeout=900)
-    assert reference.returncode == 0, reference_output[-3000:]
+    jobs = {jobid: slurm_job(jobid) for jobid, _ in result.submitted()}  # before squeue forgets them
     assert result.returncode == 0, result.output[-5000:]
-    print(f"tiny study on SLURM: {result.seconds:.0f} s")
+    reference = run_snakemake(local, local / "study.yaml", profile=False, timeout=900)
+    assert reference.returncode == 0, reference.output[-3000:]
+    print(f"tiny study: {result.seconds:.0f} s on SLURM, {reference.seconds:.0f} s locally")
+    states = {jobid: job.state for jobid, job in jobs.items()}
 
     # Every job outside localrules was submitted, and ran inside a SLURM job.
     planned = Counter(re.findall(r"^\s*rule (\w+):", result.output, re.M))
@@ -73,8 +88,19 @@ def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster
         assert states[jobid] == "COMPLETED"
         ran.update(re.findall(r"^\s*localrule (\w+):", log.read_text(), re.M))  # the job step's own Snakemake
     assert ran == CLUSTER_JOBS
-    grouped = sorted(log.parent.name for _, log in submitted if log.parent.name.startswith("group_"))
-    assert grouped == ["group_dataset_manifest_preprocess_split", "group_scores_score"]
+    grouped = {log.parent.name: jobid for jobid, log in submitted if log.parent.name.startswith("group_")}
+    assert sorted(grouped) == ["group_dataset_manifest_preprocess_split", "group_scores_score"]
+    # A group job's members ran one after another (plugin 2.8.0 starts its Snakemake with --jobs 1)
+    # and the job reserved for that: the largest member's CPUs and memory, the sum of their runtimes.
+    for name, expected in GROUP_MEMBERS.items():
+        jobid = grouped[name]
+        members = group_member_times((on_slurm / ".snakemake/slurm_logs" / name / f"{jobid}.log").read_text())
+        assert sorted(rule for rule, _, _ in members) == sorted(expected["rules"]), members
+        for (_, _, ended), (rule, started, _) in itertools.pairwise(members):
+            assert started >= ended, f"{rule} started before the member before it ended: {members}"
+        assert (jobs[jobid].cpus, jobs[jobid].memory, jobs[jobid].minutes) == expected["reserved"], jobs[jobid]
+    # The test cluster supports the job step's CPU binding (TaskPlugin=task/affinity): no complaint in any log.
+    assert not [log for _, log in submitted if "lacks support for cpu binding" in log.read_text()]
     # ...and the login-node rules ran in the main process, not on the cluster.
     local_rules = set(re.findall(r"^localrule (\w+):", result.output, re.M))
     assert {"extract", "summarize", "plot_curves", "plot_boxplots", "plot_montage", "all"} <= local_rules
@@ -234,19 +260,19 @@ def test_training_stopped_by_the_walltime_signal_resumes_to_the_uninterrupted_mo
     config = _with_plan(LONG, plan)
     config_path.write_text(yaml.safe_dump(config))
 
-    # The reference training (the rule's own command, never interrupted) beside the cluster run.
-    settings = training_settings(validate_config(config, SCHEMA), "long")
-    reference = start_niced(_train_command(settings, "reference"), tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
     result = run_snakemake(tmp_path, config_path, "--retries", str(plan.retries), MODEL, timeout=plan.timeout)
     attempts = result.submitted()
     last_state = slurm_state(attempts[-1][0]) if attempts else "none submitted"  # before squeue forgets it
-    unnice(reference)
-    _, reference_errors = reference.communicate(timeout=300 + 8 * (speed.startup + plan.epochs * speed.epoch))
-    assert reference.returncode == 0, reference_errors[-3000:]
     assert result.returncode == 0, f"{speed}\n{plan}\n{result.output[-5000:]}"
     print(f"interrupted training on SLURM: {result.seconds:.0f} s, {len(attempts)} attempts")
+
+    # The reference training (the rule's own command, never interrupted), after the cluster run: beside it,
+    # it would take CPU from the jobs the plan was sized for.
+    settings = training_settings(validate_config(config, SCHEMA), "long")
+    reference = subprocess.run(_train_command(settings, "reference"), cwd=tmp_path, env=environment(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               timeout=300 + 8 * (speed.startup + plan.epochs * speed.epoch))
+    assert reference.returncode == 0, reference.stderr[-3000:]
 
     assert len(attempts) >= 2, f"the training finished in one attempt: {speed}, {plan}"
     logs = [log.read_text() for _, log in attempts]
