@@ -28,6 +28,7 @@ number as a parameter, so Snakemake rebuilds old caches by itself.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -165,11 +166,17 @@ def write_case(cache_dir: str | Path, case: str, image: np.ndarray, regions: np.
 
 
 def _open(path: Path) -> Any:
+    """The array at ``path``, opened once per version of the file (opening costs as much as reading a small patch)."""
     try:
-        return blosc2.open(str(path), mode="r", dparams={"nthreads": 1})
+        return _open_version(str(path), path.stat().st_mtime_ns)
     except (OSError, RuntimeError, ValueError) as exc:
         raise GliosegError(f"unreadable cache array ({type(exc).__name__}: {exc})", path=path,
                            hint="re-run preprocessing for this dataset (delete its preprocessed folder).") from None
+
+
+@functools.lru_cache(maxsize=512)
+def _open_version(path: str, modified_ns: int) -> Any:
+    return blosc2.open(path, mode="r", dparams={"nthreads": 1})
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ from torch import nn
 from tqdm import tqdm
 
 from glioseg.atomic import atomic_dir
+from glioseg.cache import read_cache_properties, reader
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, regions_to_labels
 from glioseg.manifest import DatasetInfo
 from glioseg.models.model_file import load_model
 from glioseg.nifti import load_image, write_label_map
-from glioseg.cache import read_cache_properties, reader
 from glioseg.preprocess import CropBox, uncrop
 from glioseg.settings import InferenceSettings
 

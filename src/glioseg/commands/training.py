@@ -12,8 +12,8 @@ EXIT_RESUMABLE = 75
 
 
 def train(args: argparse.Namespace) -> int:
-    from glioseg.evaluation import training_cases
     from glioseg.cache import read_cache_properties
+    from glioseg.evaluation import training_cases
     from glioseg.settings import TrainingSettings
     from glioseg.training.loop import FoldPaths, StopRequest, TrainingInterrupted, train_fold
 
