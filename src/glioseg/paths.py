@@ -120,6 +120,14 @@ class Results:
     def import_log(self, experiment: Part, fold: Part) -> str:
         return f"{self._fold_dir(experiment, fold)}/import.log"
 
+    def experiment_record(self, experiment: Part) -> str:
+        """What predict and export need beside the fold models: preprocessing, sliding window, config excerpt."""
+        return f"{self.root}/models/{experiment}/experiment.json"
+
+    def bundle(self, experiment: Part) -> str:
+        """The experiment's portable model bundle (``glioseg export``)."""
+        return f"{self.root}/bundles/{experiment}.pt"
+
     # Per (experiment, fold or ENSEMBLE, evaluation): predictions and scores.
 
     def predictions(self, experiment: Part, fold: Part, evaluation: Part) -> str:

@@ -42,6 +42,8 @@ LAYOUT = [
     ("state", ("<experiment>", "<k>"), "models/<experiment>/fold<k>/state/"),
     ("train_log", ("<experiment>", "<k>"), "models/<experiment>/fold<k>/train.log"),
     ("import_log", ("<experiment>", "<k>"), "models/<experiment>/fold<k>/import.log"),
+    ("experiment_record", ("<experiment>",), "models/<experiment>/experiment.json"),
+    ("bundle", ("<experiment>",), "bundles/<experiment>.pt"),
     ("predictions", ("<experiment>", "<k>", "<evaluation>"), "predictions/<experiment>/fold<k>/<evaluation>/"),
     ("predictions", ("<experiment>", ENSEMBLE, "<evaluation>"), "predictions/<experiment>/ensemble/<evaluation>/"),
     ("scores", ("<experiment>", "<k>", "<evaluation>"), "scores/<experiment>/fold<k>/<evaluation>.csv"),
