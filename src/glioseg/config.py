@@ -325,3 +325,26 @@ def inference_settings(config: Mapping[str, Any], experiment: str) -> dict[str, 
     """The sliding-window settings of an experiment; the ROI defaults to its training patch."""
     spec = config["experiments"][experiment]
     return {"roi_size": spec["patch_size"], **spec["inference"], "amp": spec["amp"]}
+
+
+EXPERIMENT_RECORD_FORMAT = "glioseg-experiment/1"
+
+
+def experiment_record(config: Mapping[str, Any], experiment: str) -> dict[str, Any]:
+    """What applying an experiment's models to new scans needs from the config (``models/<experiment>/experiment.json``).
+
+    The model files rebuild the network; this adds how its training data was
+    preprocessed (crop margin, background rule), the sliding window it
+    predicts with, its folds, and the config excerpt that defined it.
+    """
+    spec = config["experiments"][experiment]
+    dataset = config["datasets"][spec["dataset"]]
+    return {
+        "format": EXPERIMENT_RECORD_FORMAT,
+        "experiment": experiment,
+        "dataset": spec["dataset"],
+        "folds": experiment_folds(config, experiment),
+        "preprocess": {"margin": dataset["preprocess"]["margin"], "background": dataset["preprocess"]["background"]},
+        "inference": inference_settings(config, experiment),
+        "config": {"seed": config["seed"], "experiment": copy.deepcopy(dict(spec)), "dataset": copy.deepcopy(dict(dataset))},
+    }

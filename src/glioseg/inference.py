@@ -156,3 +156,15 @@ def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manife
             labels = predict_case_labels(models, image, CropBox.from_json(props["crop"]),
                                          tuple(props["original_shape"]), settings, info.convention, device)
             write_label_map(tmp / f"{case}.nii.gz", labels, load_image(rows.loc[case, "label"]))
+
+
+def ensemble_probabilities(models: Sequence[nn.Module], image: np.ndarray, settings: InferenceSettings,
+                           device: torch.device) -> torch.Tensor:
+    """One cropped, normalised case (C, X, Y, Z) → the models' mean region probabilities (R, X, Y, Z) on the CPU.
+
+    The same sum and division as :func:`predict_case_labels`, so thresholding
+    this gives exactly its labels.
+    """
+    batch = torch.from_numpy(image)[None]
+    total = sum(predict_probabilities(model, batch, settings, device) for model in models)
+    return (total / len(models))[0].cpu()

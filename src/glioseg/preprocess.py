@@ -255,3 +255,29 @@ def preprocess_dataset(manifest: pd.DataFrame, info: DatasetInfo, out_dir: str |
                     len(properties), ", ".join(whole))
     log.info("%s: %d cases preprocessed into %s (digest %s)", info.name, len(properties), out_dir, digest.hexdigest()[:12])
 
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A new case's modalities as a network sees them, and where to put its prediction back (``glioseg predict``)."""
+
+    image: np.ndarray
+    """The float32 z-scored crop (C, X, Y, Z), equal to what the cache's reader gives for the same files."""
+    box: CropBox
+    original_shape: tuple[int, ...]
+    brain: dict[str, Any]
+    """How the brain was found, as properties.json's ``brain``."""
+
+
+def prepare_image(image: np.ndarray, margin: int, background: str = "zero", mask: np.ndarray | None = None) -> PreparedImage:
+    """Crop and z-score a (C, X, Y, Z) image of a case without a label, exactly as :func:`preprocess_case` and the
+    cache's reader do for a training case: the same brain rule, box, storage dtype and :class:`Normalisation`."""
+    brain, found = find_brain(image, mask, background)
+    if not brain.any():
+        raise GliosegError(_NO_BRAIN[found["method"]], hint="check the case's files; leave the case out if they are blank.")
+    box = brain_box(brain[None], margin)
+    inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
+    cropped = crop(image, box)
+    normalisation = Normalisation.of(cropped, inside)
+    stored = cropped.astype(storage_dtype(cropped))
+    return PreparedImage(normalisation.apply(stored, inside), box, tuple(image.shape[1:]), found)

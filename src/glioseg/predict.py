@@ -1,0 +1,359 @@
+"""Applying a trained model to new scans: raw NIfTI cases in, label maps in their own geometry out.
+
+``glioseg predict`` finds the cases of its inputs (folders of case folders,
+one case folder, a flat folder, or one case's files), checks each against the
+modalities the model was trained on, preprocesses it exactly as the training
+cache was (:func:`glioseg.preprocess.prepare_image`), predicts with one fold
+or the mean probabilities of several (:func:`glioseg.inference.ensemble_probabilities`)
+and writes ``<case>.nii.gz`` with the first modality's affine and header, in
+the training dataset's label convention or a chosen one.
+
+Models are loaded once per run; each case is written atomically, so a re-run
+skips the cases already written; a case that fails is reported at the end,
+with its file, and the others are still written.
+
+Which file is which modality: by default the BraTS naming of any release
+(``<case>_t1.nii.gz`` … 2018–2021, ``<case>-t1n.nii.gz`` … 2023, with the
+releases' names for one modality taken as the same: t1/t1n, t1ce/t1c, t2/t2w,
+flair/t2f); or ``--modality name=pattern``, a glob relative to the case folder
+in which ``{case}`` stands for the folder's name, as the custom layout's
+patterns (docs/custom-layout.md).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from glioseg.atomic import write_json
+from glioseg.errors import GliosegError
+from glioseg.labels import BRATS, BRATS2023, LGG, LabelConvention
+
+log = logging.getLogger(__name__)
+
+NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+
+SYNONYMS: tuple[frozenset[str], ...] = (
+    frozenset({"t1", "t1n"}), frozenset({"t1ce", "t1c", "t1gd"}), frozenset({"t2", "t2w"}), frozenset({"flair", "t2f"}),
+)
+"""Names the BraTS releases give one modality: a model trained on 2021's t1ce reads 2023's t1c."""
+
+CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS, BRATS2023, LGG)}
+"""The label conventions ``--labels`` may choose besides the training dataset's own."""
+
+PROBABILITIES = "probabilities"
+"""The subfolder of the output that ``--probabilities`` writes into, so that the output's top level stays submission-ready."""
+
+RUN_RECORD = "predict.json"
+
+
+def aliases(modality: str) -> list[str]:
+    """``modality`` and the other BraTS releases' names for it."""
+    for group in SYNONYMS:
+        if modality.lower() in group:
+            return [modality, *sorted(group - {modality.lower()})]
+    return [modality]
+
+
+# ---------------------------------------------------------------- finding cases
+
+
+@dataclass
+class CaseInput:
+    """One case's modality files as found, and what is wrong with them (``problem``), if anything."""
+
+    case: str
+    files: dict[str, Path] = field(default_factory=dict)
+    problem: str | None = None
+
+    def where(self) -> Path | None:
+        """The file or folder an error about this case names."""
+        return next(iter(self.files.values()), None)
+
+
+class Matcher:
+    """Tells which modality a file is: the BraTS names by default, or ``--modality`` patterns."""
+
+    def __init__(self, modalities: Sequence[str], patterns: Mapping[str, str] | None = None) -> None:
+        self.modalities = tuple(modalities)
+        self.patterns = dict(patterns) if patterns else None
+        if self.patterns is not None:
+            names = list(self.patterns)
+            if set(names) != set(self.modalities):
+                raise GliosegError(f"--modality names {names}, but the model was trained on {list(self.modalities)}",
+                                   hint=f"give one --modality per modality the model takes: {', '.join(self.modalities)}.")
+            if names != list(self.modalities):
+                raise GliosegError(f"--modality gives the modalities in the order {names}, the model takes "
+                                   f"{list(self.modalities)}", hint="give the --modality options in the model's order "
+                                   f"({', '.join(self.modalities)}), each naming its files.")
+        self._suffixes = {m: re.compile(rf"^(?P<case>.+?)[_-](?:{'|'.join(map(re.escape, aliases(m)))})\.nii(?:\.gz)?$",
+                                        re.IGNORECASE) for m in self.modalities}
+
+    def describe(self, modality: str) -> str:
+        if self.patterns is not None:
+            return f"'{self.patterns[modality]}'"
+        return " or ".join(f"<case>_{a}.nii[.gz]" for a in aliases(modality))
+
+    def by_name(self, path: Path) -> tuple[str, str] | None:
+        """(case, modality) read off a file's name with the BraTS names; ``None`` if it is none of the model's."""
+        for modality, regex in self._suffixes.items():
+            found = regex.match(path.name)
+            if found:
+                return found["case"], modality
+        return None
+
+    def by_pattern(self, path: Path, folder_case: str) -> str | None:
+        """The modality whose ``--modality`` pattern matches ``path``'s name, ``{case}`` being the folder's name."""
+        for modality, pattern in (self.patterns or {}).items():
+            if fnmatch.fnmatchcase(path.name, Path(pattern.replace("{case}", folder_case)).name):
+                return modality
+        return None
+
+    def in_folder(self, folder: Path) -> list[CaseInput]:
+        """The cases whose files lie directly in ``folder``: one per BraTS case prefix, or the folder's own case."""
+        files = sorted(p for p in folder.iterdir() if p.is_file() and NIFTI.search(p.name))
+        if self.patterns is not None:
+            case = CaseInput(folder.name)
+            for modality, pattern in self.patterns.items():
+                matches = sorted(p for p in folder.glob(pattern.replace("{case}", folder.name)) if p.is_file())
+                if len(matches) > 1:
+                    case.problem = f"pattern {pattern!r} of {modality} matches {len(matches)} files: " \
+                                   f"{', '.join(p.name for p in matches)}"
+                if matches:
+                    case.files[modality] = matches[0]
+            return [case] if case.files else []
+        cases: dict[str, CaseInput] = {}
+        for path in files:
+            found = self.by_name(path)
+            if found is None:
+                continue
+            name, modality = found
+            case = cases.setdefault(name, CaseInput(name))
+            if modality in case.files:
+                case.problem = f"two files for {modality}: {case.files[modality].name} and {path.name}"
+            case.files[modality] = path
+        return list(cases.values())
+
+
+def _check_complete(case: CaseInput, matcher: Matcher) -> None:
+    if case.problem is None:
+        missing = [m for m in matcher.modalities if m not in case.files]
+        if missing:
+            case.problem = "missing " + ", ".join(f"{m} (no file named {matcher.describe(m)})" for m in missing)
+    case.files = {m: case.files[m] for m in matcher.modalities if m in case.files}
+
+
+def _explicit_files(paths: Sequence[Path], matcher: Matcher) -> CaseInput:
+    """Files given one by one: one case. Named by modality, they must come in the model's order; unnamed, they are taken
+    in the model's order."""
+    found = [matcher.by_pattern(p, p.parent.name) if matcher.patterns is not None else
+             (matcher.by_name(p) or (None, None))[1] for p in paths]
+    prefixes = {matcher.by_name(p)[0] for p in paths if matcher.by_name(p)}
+    name = prefixes.pop() if len(prefixes) == 1 else NIFTI.sub("", paths[0].name)
+    case = CaseInput(name)
+    if all(m is None for m in found):
+        if len(paths) != len(matcher.modalities):
+            case.problem = f"{len(paths)} files given for a model of {len(matcher.modalities)} modalities " \
+                           f"({', '.join(matcher.modalities)})"
+        case.files = dict(zip(matcher.modalities, paths))
+        return case
+    unknown = [p.name for p, m in zip(paths, found) if m is None]
+    if unknown:
+        case.problem = f"cannot tell which modality {', '.join(unknown)} is"
+    elif found != [m for m in matcher.modalities if m in found]:
+        case.problem = f"files given in the order {', '.join(found)}, but the model takes {', '.join(matcher.modalities)}"
+    case.files = {m: p for p, m in zip(paths, found) if m is not None}
+    _check_complete(case, matcher)
+    return case
+
+
+def find_cases(inputs: Sequence[str | Path], matcher: Matcher) -> list[CaseInput]:
+    """Every case of ``inputs``: each folder searched at any depth, and the files given one by one as one case."""
+    paths = [Path(p) for p in inputs]
+    absent = [p for p in paths if not p.exists()]
+    if absent:
+        raise GliosegError("no such input", path=absent[0], hint="give folders of cases, one case folder, or a case's files.")
+    cases: list[CaseInput] = []
+    for folder in (p for p in paths if p.is_dir()):
+        for root, dirs, _ in os.walk(folder):
+            dirs.sort()
+            cases += matcher.in_folder(Path(root))
+    files = [p for p in paths if p.is_file()]
+    if files:
+        cases.append(_explicit_files(files, matcher))
+    for case in cases:
+        _check_complete(case, matcher)
+    seen: dict[str, CaseInput] = {}
+    for case in cases:
+        if case.case in seen:
+            first = seen[case.case]
+            case.problem = first.problem = f"two cases named {case.case}: in {first.where().parent} and {case.where().parent}"
+        seen.setdefault(case.case, case)
+    if not cases:
+        raise GliosegError(f"no cases found: no NIfTI files named as the model's modalities "
+                           f"({'; '.join(matcher.describe(m) for m in matcher.modalities)})", path=paths[0] if paths else None,
+                           hint="point --input at the scans, or name each modality's files with --modality name=pattern.")
+    return sorted(cases, key=lambda c: c.case)
+
+
+# ---------------------------------------------------------------- reading one case
+
+
+def read_case(case: CaseInput) -> tuple[np.ndarray, Any]:
+    """The case's (C, X, Y, Z) float32 image and its first modality's NIfTI (the output's geometry); shapes and
+    affines must agree across modalities, as the manifest requires of training cases."""
+    from glioseg.manifest import AFFINE_TOLERANCE
+    from glioseg.nifti import load_image, read_image
+
+    headers = {m: load_image(p) for m, p in case.files.items()}
+    (first, reference), *others = headers.items()
+    for modality, image in others:
+        if image.shape != reference.shape:
+            raise GliosegError(f"{modality} has shape {image.shape} but {first} has {reference.shape}",
+                               path=case.files[modality], hint="give the case's modalities co-registered on one grid.")
+        if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
+            raise GliosegError(f"{modality}'s affine differs from {first}'s", path=case.files[modality],
+                               hint="give the case's modalities co-registered on one grid.")
+    return np.stack([read_image(p) for p in case.files.values()]), reference
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class PredictReport:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _run_record(bundle: Any, folds: Sequence[int], settings: Any, convention: LabelConvention) -> dict[str, Any]:
+    """What decides the outputs of a run: a re-run into the same folder must have the same, or it would mix predictions."""
+    return {"experiment": bundle.experiment, "model": bundle.checksum(), "folds": list(folds),
+            "inference": settings.to_json(), "labels": convention.name, "margin": bundle.margin,
+            "background": bundle.background}
+
+
+def _check_output(output: Path, record: Mapping[str, Any]) -> None:
+    path = output / RUN_RECORD
+    if path.is_file():
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        if earlier != record:
+            changed = sorted(k for k in set(earlier) | set(record) if earlier.get(k) != record.get(k))
+            raise GliosegError(f"the folder holds predictions of another model or other settings ({', '.join(changed)} "
+                               "differ)", path=output, hint="predict into another --output folder, or delete this one.")
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(path, dict(record))
+
+
+def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path, *,
+            patterns: Mapping[str, str] | None = None, folds: Sequence[int] | None = None,
+            overrides: Mapping[str, Any] | None = None, labels: str | None = None, probabilities: bool = False,
+            device: Any = None) -> PredictReport:
+    """Predict every case of ``inputs`` into ``output``; raise one error naming every case that failed, after the rest.
+
+    ``folds``: the fold models to use (default: all, as an ensemble);
+    ``overrides``: sliding-window settings replacing the experiment's
+    (``overlap``, ``sw_batch_size``, ``tta``, …); ``labels``: a label
+    convention name for the written maps (default: the training dataset's).
+    """
+    import dataclasses
+
+    import torch
+    from tqdm import tqdm
+
+    from glioseg.bundle import open_model
+    from glioseg.inference import ensemble_probabilities
+    from glioseg.labels import regions_to_labels
+    from glioseg.nifti import write_label_map
+    from glioseg.preprocess import prepare_image, uncrop
+
+    output = Path(output)
+    bundle = open_model(model)
+    settings = bundle.inference
+    if overrides:
+        settings = dataclasses.replace(settings, **{k: tuple(v) if k == "roi_size" else v for k, v in overrides.items()})
+    convention = _convention(bundle, labels)
+    chosen = list(folds) if folds else bundle.folds
+    matcher = Matcher(bundle.modalities, patterns)
+    cases = find_cases(inputs, matcher)
+    _check_output(output, _run_record(bundle, chosen, settings, convention))
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    networks = bundle.models(chosen, device)
+    log.info("%s: %s of folds %s on %s; %d cases into %s", bundle.source, "ensemble" if len(chosen) > 1 else "model",
+             ", ".join(map(str, chosen)), device, len(cases), output)
+    report = PredictReport()
+    for case in tqdm(cases, desc=f"predicting with {bundle.experiment}", unit="case"):
+        target = output / f"{case.case}.nii.gz"
+        probability_file = output / PROBABILITIES / f"{case.case}.nii.gz"
+        if target.is_file() and (not probabilities or probability_file.is_file()):
+            report.skipped.append(case.case)
+            continue
+        try:
+            if case.problem:
+                raise GliosegError(case.problem, path=case.where())
+            image, reference = read_case(case)
+            try:
+                prepared = prepare_image(image, bundle.margin, bundle.background)
+            except GliosegError as exc:
+                raise GliosegError(exc.problem, path=next(iter(case.files.values())), hint=exc.hint) from None
+            mean = ensemble_probabilities(networks, prepared.image, settings, device)
+            masks = (mean > settings.threshold).numpy()
+            if probabilities:
+                _write_probabilities(probability_file, uncrop(mean.numpy(), prepared.box, prepared.original_shape),
+                                     reference, bundle.regions)
+            write_label_map(target, uncrop(regions_to_labels(masks, convention), prepared.box, prepared.original_shape),
+                            reference)
+            report.written.append(case.case)
+        except GliosegError as exc:
+            report.failed[case.case] = f"{exc.path}: {exc.problem}" if exc.path is not None else exc.problem
+        except (RuntimeError, ValueError, OSError, MemoryError) as exc:  # one case's failure must not lose the others
+            log.debug("case %s failed", case.case, exc_info=True)
+            report.failed[case.case] = f"{type(exc).__name__}: {exc} ({case.where()})"
+    log.info("%d cases written, %d already there, %d failed", len(report.written), len(report.skipped), len(report.failed))
+    if report.failed:
+        lines = "\n".join(f"  {case}: {message}" for case, message in report.failed.items())
+        raise GliosegError(f"{len(report.failed)} of {len(cases)} cases could not be predicted (the others are in "
+                           f"{output}):\n{lines}", hint="fix or remove these cases and run again: finished cases are "
+                                                         "skipped.")
+    return report
+
+
+def _convention(bundle: Any, name: str | None) -> LabelConvention:
+    """The convention to write labels in: the training dataset's, or ``name`` when it covers the model's regions."""
+    own = bundle.dataset.convention
+    if name is None or name == own.name:
+        return own
+    if name not in CONVENTIONS:
+        raise GliosegError(f"unknown label convention '{name}'", hint=f"use one of {sorted(CONVENTIONS)}.")
+    chosen = CONVENTIONS[name]
+    if set(chosen.regions) != set(bundle.regions):
+        raise GliosegError(f"the {name} convention has regions {list(chosen.regions)}, the model predicts {bundle.regions}",
+                           hint="choose a convention with the model's regions.")
+    return LabelConvention(chosen.name, {r: chosen.members[r] for r in bundle.regions}, chosen.paint)
+
+
+def _write_probabilities(path: Path, probabilities: np.ndarray, reference: Any, regions: Sequence[str]) -> None:
+    """(R, X, Y, Z) probabilities as a float32 (X, Y, Z, R) NIfTI in the reference's geometry; regions named in descrip."""
+    import nibabel as nib
+
+    from glioseg.atomic import atomic_path
+
+    header = reference.header.copy()
+    header.set_data_dtype(np.float32)
+    header["descrip"] = ("regions " + ",".join(regions)).encode("ascii")[:79]
+    image = nib.Nifti1Image(np.moveaxis(probabilities.astype(np.float32), 0, -1), reference.affine, header)
+    image.set_qform(reference.affine, code=int(reference.header["qform_code"]) or 1)
+    image.set_sform(reference.affine, code=int(reference.header["sform_code"]) or 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))

@@ -1,0 +1,211 @@
+"""glioseg predict and export: new scans from their raw files give what the infer stage gives from the cache."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from glioseg import bundle as bundles
+from glioseg.cli import main
+from glioseg.config import experiment_record, training_settings, validate_config
+from glioseg.errors import GliosegError
+from glioseg.inference import infer_cases
+from glioseg.manifest import read_dataset_info, read_manifest
+from glioseg.paths import Results
+from glioseg.predict import PROBABILITIES, predict
+from glioseg.preprocess import preprocess_dataset
+from glioseg.settings import InferenceSettings, TrainingSettings
+from glioseg.splits import write_splits
+from glioseg.training.loop import FoldPaths, train_fold
+
+from .test_config import SCHEMA
+
+CPU = torch.device("cpu")
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
+@pytest.fixture(scope="module")
+def study(tiny_manifest, tmp_path_factory):
+    """A results tree as the pipeline leaves it: cache (margin 3), 2-fold split, two trained fold models, the record."""
+    csv, info_json = tiny_manifest
+    manifest, info = read_manifest(csv), read_dataset_info(info_json)
+    config = validate_config({
+        "seed": 5,
+        "datasets": {"tiny": {"source": {"synthetic": {}}, "layout": "brats2021", "split": {"folds": 2, "seed": 0},
+                              "preprocess": {"margin": 3}}},
+        "experiments": {"e": {"dataset": "tiny", "model": {"name": "unet", "params": {"channels": [4, 8], "strides": [2],
+                                                                                      "num_res_units": 0}},
+                              "epochs": 1, "batch_size": 2, "patch_size": [16, 16, 16], "num_workers": 0,
+                              "inference": {"overlap": 0.25, "sw_batch_size": 2}}},
+    }, SCHEMA)
+    results = Results(str(tmp_path_factory.mktemp("study") / "results"))
+    preprocess_dataset(manifest, info, results.preprocessed("tiny"), margin=3)
+    table = write_splits(manifest, info.modalities, 2, 0.0, 0, results.folds("tiny"), results.split_table("tiny"))
+    settings = TrainingSettings.from_json(training_settings(config, "e"))
+    for fold in (0, 1):
+        train = table.loc[table["fold"] != fold, "case"].tolist()
+        val = table.loc[table["fold"] == fold, "case"].tolist()
+        paths = FoldPaths(cache=Path(results.preprocessed("tiny")), model=Path(results.model("e", fold)),
+                          history=Path(results.history("e", fold)), state=Path(results.state("e", fold)))
+        train_fold(settings, paths, train, val, ["TC", "WT", "ET"], in_channels=4, device=CPU)
+    from glioseg.atomic import write_json
+
+    write_json(results.experiment_record("e"), experiment_record(config, "e"))
+    return {"results": results, "manifest": manifest, "info": info, "table": table, "config": config,
+            "experiment": Path(results.root) / "models" / "e"}
+
+
+def val_cases(study, fold: int) -> list[str]:
+    return study["table"].loc[study["table"]["fold"] == fold, "case"].tolist()
+
+
+def labels_of(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def probabilities_of(folder: Path, case: str) -> np.ndarray:
+    return np.asarray(nib.load(str(folder / PROBABILITIES / f"{case}.nii.gz")).dataobj)
+
+
+def test_predict_from_raw_files_gives_exactly_the_labels_infer_writes_from_the_cache(study, tiny_raw, tmp_path):
+    results, fold = study["results"], 0
+    cases = val_cases(study, fold)
+    settings = InferenceSettings.from_json(experiment_record(study["config"], "e")["inference"])
+    infer_cases([results.model("e", fold)], results.preprocessed("tiny"), study["manifest"], study["info"], cases,
+                settings, tmp_path / "infer", device=CPU)
+    report = predict(study["experiment"], [tiny_raw], tmp_path / "predict", folds=[fold], device=CPU)
+    assert sorted(report.written) == sorted(study["manifest"]["case"])  # every case of the raw folder; seg files ignored
+    for case in cases:
+        inferred, predicted = nib.load(str(tmp_path / "infer" / f"{case}.nii.gz")), nib.load(str(tmp_path / "predict" / f"{case}.nii.gz"))
+        assert np.array_equal(np.asarray(predicted.dataobj), np.asarray(inferred.dataobj))
+        assert np.array_equal(predicted.affine, inferred.affine) and predicted.shape == inferred.shape
+        assert predicted.get_data_dtype() == np.uint8
+    assert any(labels_of(tmp_path / "predict" / f"{case}.nii.gz").any() for case in cases)
+
+
+def test_the_ensemble_is_the_mean_of_the_folds_probabilities(study, tiny_raw, tmp_path):
+    case = val_cases(study, 0)[0]
+    folder = Path(tiny_raw) / case
+    for name, folds in (("f0", [0]), ("f1", [1]), ("both", None)):
+        predict(study["experiment"], [folder], tmp_path / name, folds=folds, probabilities=True, device=CPU)
+    p0, p1, both = (probabilities_of(tmp_path / name, case) for name in ("f0", "f1", "both"))
+    assert both.shape == (*labels_of(tmp_path / "both" / f"{case}.nii.gz").shape, 3) and both.dtype == np.float32
+    np.testing.assert_allclose(both, (p0 + p1) / 2, atol=1e-6)
+    assert not np.allclose(p0, p1, atol=1e-3)  # two different models
+    masks = np.moveaxis(both > 0.5, -1, 0)
+    labels = labels_of(tmp_path / "both" / f"{case}.nii.gz")
+    assert np.array_equal(labels > 0, masks.any(axis=0)) and np.array_equal(labels == 4, masks[2])  # painted TC, WT, ET
+
+
+def test_a_bundle_copied_elsewhere_predicts_the_same_labels(study, tiny_raw, tmp_path):
+    case = val_cases(study, 1)[0]
+    exported = bundles.write_bundle(bundles.from_results(study["experiment"]), tmp_path / "out")
+    assert exported == tmp_path / "out" / "e.pt"
+    moved = tmp_path / "elsewhere" / "model.pt"
+    moved.parent.mkdir()
+    shutil.copy(exported, moved)
+    predict(study["experiment"], [Path(tiny_raw) / case], tmp_path / "tree", device=CPU)
+    predict(moved, [Path(tiny_raw) / case], tmp_path / "bundle", device=CPU)
+    assert np.array_equal(labels_of(tmp_path / "bundle" / f"{case}.nii.gz"), labels_of(tmp_path / "tree" / f"{case}.nii.gz"))
+    loaded = bundles.read_bundle(moved)
+    meta = loaded.metadata
+    assert loaded.folds == [0, 1] and loaded.modalities == MODALITIES and loaded.margin == 3
+    assert meta["data"]["digest"] and sorted(meta["data"]["split"]["validation"]) == ["0", "1"]
+    assert meta["dataset"]["label_convention"]["name"] == "brats" and meta["inference"]["overlap"] == 0.25
+    assert {"glioseg", "monai", "torch"} <= set(meta["versions"]) and meta["config"]["dataset"]["preprocess"]["margin"] == 3
+    assert str(study["results"].root) not in str(meta)  # nothing from the results tree
+
+
+def test_a_damaged_or_newer_bundle_is_refused_with_what_to_do(study, tmp_path):
+    path = bundles.write_bundle(bundles.from_results(study["experiment"]), tmp_path / "b.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["metadata"]["preprocess"]["margin"] = 9
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(GliosegError, match="checksum"):
+        bundles.read_bundle(tmp_path / "edited.pt")
+    payload["version"] = bundles.BUNDLE_VERSION + 1
+    torch.save(payload, tmp_path / "newer.pt")
+    with pytest.raises(GliosegError, match="newer than this glioseg") as raised:
+        bundles.read_bundle(tmp_path / "newer.pt")
+    assert "update glioseg" in raised.value.message
+
+
+def _case_copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    for seg in target.glob("*_seg.nii.gz"):
+        seg.unlink()
+    return target
+
+
+def test_bad_cases_are_named_and_the_other_cases_are_still_written(study, tiny_raw, tmp_path):
+    good, missing, shaped = sorted(study["manifest"]["case"])[:3]
+    inputs = tmp_path / "in"
+    for case in (good, missing, shaped):
+        _case_copy(Path(tiny_raw) / case, inputs / case)
+    (inputs / missing / f"{missing}_t1ce.nii.gz").unlink()
+    flair = nib.load(str(inputs / shaped / f"{shaped}_flair.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asarray(flair.dataobj)[:, :, :20], flair.affine), str(inputs / shaped / f"{shaped}_flair.nii.gz"))
+    with pytest.raises(GliosegError) as raised:
+        predict(study["experiment"], [inputs], tmp_path / "out", folds=[0], device=CPU)
+    message = raised.value.message
+    assert "2 of 3 cases could not be predicted" in message
+    assert f"{missing}: " in message and "missing t1ce" in message
+    assert f"{shaped}: " in message and "flair has shape (48, 48, 20) but t1 has (48, 48, 32)" in message
+    assert (tmp_path / "out" / f"{good}.nii.gz").is_file()
+    assert not (tmp_path / "out" / f"{missing}.nii.gz").exists() and not (tmp_path / "out" / f"{shaped}.nii.gz").exists()
+
+    files = [Path(tiny_raw) / good / f"{good}_{m}.nii.gz" for m in ("flair", "t1", "t1ce", "t2")]
+    with pytest.raises(GliosegError) as raised:
+        predict(study["experiment"], files, tmp_path / "order", folds=[0], device=CPU)
+    assert f"{good}: " in raised.value.message
+    assert "files given in the order flair, t1, t1ce, t2, but the model takes t1, t1ce, t2, flair" in raised.value.message
+    files = [Path(tiny_raw) / good / f"{good}_{m}.nii.gz" for m in MODALITIES]
+    predict(study["experiment"], files, tmp_path / "order", folds=[0], device=CPU)
+    assert np.array_equal(labels_of(tmp_path / "order" / f"{good}.nii.gz"), labels_of(tmp_path / "out" / f"{good}.nii.gz"))
+
+
+def test_other_release_names_and_modality_patterns_find_the_same_case(study, tiny_raw, tmp_path):
+    case = val_cases(study, 0)[0]
+    predict(study["experiment"], [Path(tiny_raw) / case], tmp_path / "ref", folds=[0], device=CPU)
+    expected = labels_of(tmp_path / "ref" / f"{case}.nii.gz")
+    brats2023 = tmp_path / "brats2023" / "BraTS-GLI-00001-000"
+    brats2023.mkdir(parents=True)
+    for old, new in zip(MODALITIES, ("t1n", "t1c", "t2w", "t2f")):
+        shutil.copy(Path(tiny_raw) / case / f"{case}_{old}.nii.gz", brats2023 / f"BraTS-GLI-00001-000-{new}.nii.gz")
+    predict(study["experiment"], [brats2023.parent], tmp_path / "o2023", folds=[0], device=CPU, labels="brats2023")
+    got = labels_of(tmp_path / "o2023" / "BraTS-GLI-00001-000.nii.gz")
+    assert np.array_equal(got, np.where(expected == 4, 3, expected))  # ET written as 3
+    custom = tmp_path / "custom" / "patient7"
+    custom.mkdir(parents=True)
+    for name in MODALITIES:
+        shutil.copy(Path(tiny_raw) / case / f"{case}_{name}.nii.gz", custom / f"scan_{name.upper()}.nii.gz")
+    patterns = {m: f"scan_{m.upper()}.nii.gz" for m in MODALITIES}
+    predict(study["experiment"], [custom.parent], tmp_path / "ocustom", patterns=patterns, folds=[0], device=CPU)
+    assert np.array_equal(labels_of(tmp_path / "ocustom" / "patient7.nii.gz"), expected)
+    with pytest.raises(GliosegError, match="in the order"):
+        predict(study["experiment"], [custom.parent], tmp_path / "x", patterns=dict(reversed(patterns.items())), device=CPU)
+
+
+def test_a_rerun_skips_finished_cases_and_refuses_a_folder_of_other_settings(study, tiny_raw, tmp_path):
+    case = val_cases(study, 0)[0]
+    first = predict(study["experiment"], [Path(tiny_raw) / case], tmp_path / "out", folds=[0], device=CPU)
+    again = predict(study["experiment"], [Path(tiny_raw) / case], tmp_path / "out", folds=[0], device=CPU)
+    assert first.written == [case] and again.skipped == [case] and not again.written
+    with pytest.raises(GliosegError, match="another model or other settings"):
+        predict(study["experiment"], [Path(tiny_raw) / case], tmp_path / "out", folds=[0], overrides={"tta": True},
+                device=CPU)
+
+
+def test_the_commands_export_and_predict(study, tiny_raw, tmp_path):
+    case = val_cases(study, 1)[0]
+    assert main(["export", "--model", str(study["experiment"]), "--out", str(tmp_path / "bundle.pt")]) == 0
+    assert main(["predict", "--model", str(tmp_path / "bundle.pt"), "--input", str(Path(tiny_raw) / case),
+                 "--output", str(tmp_path / "out"), "--fold", "1", "--overlap", "0.5", "--tta"]) == 0
+    assert (tmp_path / "out" / f"{case}.nii.gz").is_file()
+    assert main(["predict", "--model", str(tmp_path / "bundle.pt"), "--input", str(tmp_path / "nowhere"),
+                 "--output", str(tmp_path / "o2")]) == 2
