@@ -19,6 +19,7 @@ import yaml
 
 from glioseg.datasets.layouts import check_layout_options
 from glioseg.errors import GliosegError
+from glioseg.given_split import read_given_split
 from glioseg.paths import Results
 
 TEST_SUFFIX = "+test"
@@ -124,6 +125,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, *, sourc
         )
     for name, dataset in resolved["datasets"].items():
         check_layout_options(name, dataset["layout"], dataset.get("layout_options"), source)
+    _check_given_splits(resolved, source)
     _check_references(resolved, source)
     return resolved
 
@@ -165,11 +167,12 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                     hint=f"use datasets among {sorted(set(datasets) - {experiment['dataset']})}.",
                 )
         split = datasets[experiment["dataset"]]["split"]
-        if experiment["test"] and not (split["test_fraction"] > 0 or split.get("test_patients", 0) > 0):
+        if experiment["test"] and not holds_out_test(split):
             raise GliosegError(
                 f"experiment '{name}' asks for test scores, but dataset '{experiment['dataset']}' holds out no test patients",
                 path=source,
-                hint="set the dataset's split → test_fraction (or test_patients with val_patients), or remove test: true.",
+                hint="set the dataset's split → test_fraction (or test_patients with val_patients; or test cases in its "
+                     "split → file), or remove test: true.",
             )
         n_folds = validation_folds(datasets[experiment["dataset"]]["split"])
         bad = [k for k in experiment.get("folds", []) if k >= n_folds]
@@ -279,8 +282,27 @@ def _build_lightly(build_model: Callable[..., Any], model: Mapping[str, Any], pa
 
 
 def validation_folds(split: Mapping[str, Any]) -> int:
-    """How many folds a dataset's split validates on: ``folds``, or 1 for a hold-out split."""
+    """How many folds a dataset's split validates on: ``folds``, 1 for a hold-out split, or as many as a given file has."""
+    if "file" in split:
+        return read_given_split(split["file"]).folds
     return 1 if "val_patients" in split else split["folds"]
+
+
+def holds_out_test(split: Mapping[str, Any]) -> bool:
+    """Whether a dataset's split keeps test patients apart (``test: true`` experiments need some)."""
+    if "file" in split:
+        return read_given_split(split["file"]).has_test
+    return split["test_fraction"] > 0 or split.get("test_patients", 0) > 0
+
+
+def _check_given_splits(config: Mapping[str, Any], source: str) -> None:
+    """A dataset's ``split → file`` exists and is a split file of a known kind (its fit to the data is checked by the split job)."""
+    for name, dataset in config["datasets"].items():
+        if "file" in dataset["split"]:
+            try:
+                read_given_split(dataset["split"]["file"])
+            except GliosegError as exc:
+                raise GliosegError(f"dataset '{name}': split → file: {exc.message}", path=source) from None
 
 
 def experiment_folds(config: Mapping[str, Any], experiment: str) -> list[int]:

@@ -62,6 +62,10 @@ class Results:
     def split_log(self, dataset: Part) -> str:
         return f"{self.root}/splits/{dataset}/split.log"
 
+    def given_split(self, dataset: Part) -> str:
+        """The split file a dataset's ``split: {file: …}`` gave, copied under its own name into this folder."""
+        return f"{self.root}/splits/{dataset}/given"
+
     def preprocessed(self, dataset: Part) -> str:
         return f"{self.root}/preprocessed/{dataset}"
 
@@ -71,6 +75,10 @@ class Results:
     def shared_scans(self, train: Part, evaluated: Part) -> str:
         """The cases of dataset ``evaluated`` that are the same scans as cases of dataset ``train``."""
         return f"{self.root}/overlap/{train}/{evaluated}.csv"
+
+    def nnunet_raw(self, dataset_id: Part, dataset: Part) -> str:
+        """The dataset exported as an nnU-Net raw dataset (``Dataset<id>_<dataset>``, id in three digits) with its folds."""
+        return f"{self.root}/nnunet_raw/Dataset{dataset_id}_{dataset}"
 
     # Per dataset, the data views (before any training): profile, per-case features, montage.
 

@@ -123,3 +123,27 @@ def fold_cases(folds: dict, fold: int) -> tuple[list[str], list[str]]:
     train = [item["case"] for item in training if item["fold"] != fold]
     val = [item["case"] for item in training if item["fold"] == fold]
     return train, val
+
+
+def given_split_table(manifest: pd.DataFrame, given_path: str | Path, dataset: str = "") -> pd.DataFrame:
+    """The one-row-per-case table of a split the user gives (``split: {file: …}``), checked against the manifest."""
+    from glioseg.given_split import check_given_split, read_given_split
+
+    folds = check_given_split(read_given_split(given_path), manifest.to_dict("records"), dataset)
+    table = manifest[["case", "patient", "group"]].copy()
+    table["fold"] = table["case"].map(folds).astype(int)
+    table["subset"] = np.where(table["fold"] == TEST_FOLD, "test", "train")
+    return table
+
+
+def write_given_splits(manifest: pd.DataFrame, modalities: Sequence[str], given_path: str | Path, out_json: str | Path,
+                       out_csv: str | Path, copy_dir: str | Path | None = None, dataset: str = "") -> pd.DataFrame:
+    """``folds.json`` and ``splits.csv`` from a given split, as :func:`write_splits` writes a drawn one; the file copied to ``copy_dir``."""
+    from glioseg.given_split import copy_given_split, read_given_split
+
+    table = given_split_table(manifest, given_path, dataset)
+    write_json(out_json, folds_json(manifest, table, modalities))
+    write_csv(out_csv, table)
+    if copy_dir is not None:
+        copy_given_split(read_given_split(given_path), copy_dir)
+    return table

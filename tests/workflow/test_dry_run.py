@@ -232,3 +232,17 @@ def test_published_numbers_for_an_unknown_experiment_fail_at_once(workdir):
     result = snakemake(workdir, "-n", configfile=path)
     assert result.returncode != 0
     assert "published numbers are given for experiment 'unet_c'" in result.output and "Traceback" not in result.output
+
+
+def test_a_given_split_file_sets_the_folds_and_is_an_input_of_its_split_job(workdir):
+    """split: {file: …}: its folds (3 here) are planned from the file, and the split job reads and copies it."""
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    (workdir / "my_split.csv").write_text("case,fold\n" + "".join(f"BraTS2021_{i:05d},{i % 3}\n" for i in range(8)))
+    config["datasets"]["tiny"]["split"] = {"file": "my_split.csv"}
+    path = workdir / "given.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "-p", configfile=path)
+    jobs = planned_jobs(result)
+    assert jobs["given_split"] == 1 and "split" not in jobs
+    assert jobs["train"] == jobs["infer"] == jobs["score"] == 2 * 3
+    assert "--given my_split.csv --given-copy results/splits/tiny/given" in result.output

@@ -42,6 +42,15 @@ def name_pattern(names):
 TRAINED = [name for name in EXPERIMENTS if is_trained(config, name)]
 IMPORTED = [name for name in EXPERIMENTS if not is_trained(config, name)]
 
+# Datasets whose split glioseg draws, and those whose split a file gives (split: {file: …}).
+GIVEN_SPLITS = [name for name, spec in DATASETS.items() if "file" in spec["split"]]
+DRAWN_SPLITS = [name for name in DATASETS if name not in GIVEN_SPLITS]
+
+
+def given_split_file(wildcards):
+    """The split file a dataset gives: an input of its split job, so that editing it re-runs the split."""
+    return DATASETS[wildcards.dataset]["split"]["file"]
+
 
 def check_kaggle_credentials():
     """Fail before any job runs when a Kaggle download is due and the client has no credentials.

@@ -37,6 +37,8 @@ rule manifest:
 
 
 rule split:
+    wildcard_constraints:
+        dataset=name_pattern(DRAWN_SPLITS),
     input:
         csv=RESULTS.manifest_csv("{dataset}"),
         info=RESULTS.manifest_json("{dataset}"),
@@ -60,6 +62,29 @@ rule split:
         "glioseg --log {log} split --manifest {input.csv} --info {input.info} --folds {params.folds}"
         " --test-fraction {params.test_fraction} --seed {params.seed} {params.holdout}"
         " --out-json {output.folds} --out-csv {output.table}"
+
+
+rule given_split:
+    # A split the user brings (split: {file: …}): checked against the manifest, written as the
+    # same folds.json and splits.csv, and copied beside them. The file is an input, so editing
+    # it re-runs the split and everything that reads it.
+    wildcard_constraints:
+        dataset=name_pattern(GIVEN_SPLITS),
+    input:
+        csv=RESULTS.manifest_csv("{dataset}"),
+        info=RESULTS.manifest_json("{dataset}"),
+        given=given_split_file,
+    output:
+        folds=RESULTS.folds("{dataset}"),
+        table=RESULTS.split_table("{dataset}"),
+        given=directory(RESULTS.given_split("{dataset}")),
+    log:
+        RESULTS.split_log("{dataset}"),
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} split --manifest {input.csv} --info {input.info} --given {input.given:q}"
+        " --given-copy {output.given} --out-json {output.folds} --out-csv {output.table}"
 
 
 rule preprocess:

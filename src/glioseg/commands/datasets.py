@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 from glioseg.commands.arguments import Subcommands, add_command, json_arg, log
@@ -26,8 +27,15 @@ def split(args: argparse.Namespace) -> None:
     from glioseg.splits import write_splits
 
     info = read_dataset_info(args.info)
-    table = write_splits(read_manifest(args.manifest), info.modalities, args.folds, args.test_fraction, args.seed,
-                         args.out_json, args.out_csv, tuple(args.holdout) if args.holdout else None)
+    if args.given:
+        from glioseg.splits import write_given_splits
+
+        log.info("the given split %s (sha256 %s)", args.given, hashlib.sha256(args.given.read_bytes()).hexdigest())
+        table = write_given_splits(read_manifest(args.manifest), info.modalities, args.given, args.out_json, args.out_csv,
+                                   args.given_copy, info.name)
+    else:
+        table = write_splits(read_manifest(args.manifest), info.modalities, args.folds, args.test_fraction, args.seed,
+                             args.out_json, args.out_csv, tuple(args.holdout) if args.holdout else None)
     patients = table.drop_duplicates("patient")
     log.info("%s: %d patients; per fold %s; %d held out for testing", info.name, len(patients),
              patients[patients["fold"] >= 0]["fold"].value_counts().sort_index().to_dict(),
@@ -66,7 +74,7 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--out-json", type=Path, required=True)
 
-    p = add_command(sub, "split", split, "Patient-level K-fold split, stratified by group; MONAI fold JSON + CSV.")
+    p = add_command(sub, "split", split, "Patient-level K-fold split, stratified by group, or a given one checked; MONAI fold JSON + CSV.")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--info", type=Path, required=True)
     p.add_argument("--folds", type=int, default=5)
@@ -74,6 +82,10 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--holdout", type=int, nargs=2, metavar=("VAL", "TEST"),
                    help="a train/validation/test split by patient counts instead of folds (validation is fold 0)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--given", type=Path, help="a split file to use instead of drawing one (a MONAI datalist with fold keys, "
+                                             "an nnU-Net splits_final.json or a CSV; docs/formats.md); --folds, "
+                                             "--test-fraction, --holdout and --seed are then ignored")
+    p.add_argument("--given-copy", type=Path, help="with --given: a folder to copy the file into, beside the split")
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--out-csv", type=Path, required=True)
 
