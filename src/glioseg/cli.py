@@ -29,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     # --log-file: under torchrun, whose parser takes '--log' for an abbreviation of its own --log-dir.
     parser.add_argument("--log", "--log-file", dest="log", type=Path,
                         help="also write the log to this file (created with its folder)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads: torch's (default: torch's choice), and the worker processes of the stages that "
+                             "work case by case, such as manifest (default: 1)")
+    parser.set_defaults(torch_threads=True)  # a subcommand sets False when --threads sizes no torch
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for stage in STAGES:
         stage.add_commands(sub)
@@ -47,7 +50,7 @@ def _configure_logging(log_file: Path | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.log)
-    if args.threads:
+    if args.threads and args.torch_threads:  # a stage that never runs torch need not import it (~3 s)
         import torch
 
         torch.set_num_threads(args.threads)

@@ -15,12 +15,12 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from glioseg.atomic import write_csv, write_json
 from glioseg.datasets.layouts import get_layout
@@ -28,6 +28,7 @@ from glioseg.datasets.layouts.base import CaseFiles, Layout
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, unexpected_labels
 from glioseg.nifti import load_image, read_image, read_label, read_mask
+from glioseg.parallel import map_cases
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,21 @@ def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
     ``.nii.gz`` has a perfect header, and must be caught here rather than
     hours later in preprocessing.
     """
+    return _case_problems(files, masks=layout.masks, convention=layout.convention)
+
+
+def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention) -> list[str]:
+    """:func:`case_problems` given what it needs of the layout: a layout's ``find_cases`` need not pickle, these do."""
     missing = [m for m, p in files.images.items() if p is None]
     if files.label is None:
         missing.append("label")
-    if layout.masks and files.mask is None:
+    if masks and files.mask is None:
         missing.append("mask")
     if missing:
         return [f"missing {', '.join(missing)}"]
     problems: list[str] = []
     paths = {**dict(files.images.items()), "label": files.label}
-    if layout.masks:
+    if masks:
         paths["mask"] = files.mask
     headers = {}
     for name, path in paths.items():
@@ -106,9 +112,9 @@ def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
             problems.append(f"{name}: {exc.problem} ({path})")
     if problems:
         return problems
-    bad = unexpected_labels(volumes["label"], layout.convention)
+    bad = unexpected_labels(volumes["label"], convention)
     if bad:
-        problems.append(f"label values {bad} outside the {layout.convention.name} convention {sorted(layout.convention.values)}")
+        problems.append(f"label values {bad} outside the {convention.name} convention {sorted(convention.values)}")
     if "mask" in volumes and not volumes["mask"].any():
         problems.append(f"mask: the brain mask is empty ({paths['mask']})")
     return problems
@@ -125,10 +131,12 @@ def _row(files: CaseFiles) -> dict[str, str]:
 
 
 def build_manifest(raw: str | Path, layout_name: str, dataset: str,
-                   options: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, DatasetInfo]:
+                   options: Mapping[str, Any] | None = None, *, threads: int = 1) -> tuple[pd.DataFrame, DatasetInfo]:
     """Find and validate every case under ``raw``; raise one error naming every bad case.
 
     ``options`` are the dataset's ``layout_options`` (the ``custom`` layout's file patterns and labels).
+    Cases are checked ``threads`` at a time, in worker processes (:func:`glioseg.parallel.map_cases`);
+    the manifest and the error are the same whatever ``threads`` is.
     """
     layout = get_layout(layout_name, options)
     root = Path(raw)
@@ -141,11 +149,9 @@ def build_manifest(raw: str | Path, layout_name: str, dataset: str,
             path=root,
             hint=f"check that the dataset's 'layout' ({layout.name}) matches the files, or that the archive is the right one.",
         )
-    bad: dict[str, list[str]] = {}
-    for files in tqdm(cases, desc=f"checking {dataset}", unit="case"):
-        problems = case_problems(files, layout)
-        if problems:
-            bad[files.case] = problems
+    check = partial(_case_problems, masks=layout.masks, convention=layout.convention)
+    found = map_cases(check, cases, threads=threads, desc=f"checking {dataset}", name=lambda files: files.case)
+    bad = {files.case: problems for files, problems in zip(cases, found) if problems}
     if bad:
         listing = "\n".join(f"    {case}: {'; '.join(p)}" for case, p in bad.items())
         raise GliosegError(

@@ -37,6 +37,15 @@ def test_defaults_are_filled_at_every_depth():
     assert experiment["inference"]["overlap"] == 0.5 and experiment["resources"]["gpus"] == 1
 
 
+def test_a_dataset_s_threads_default_to_four_and_must_be_positive():
+    config = validate_config(minimal(), SCHEMA)
+    assert config["datasets"]["d"]["threads"] == 4
+    config = minimal()
+    config["datasets"]["d"]["threads"] = 0
+    with pytest.raises(GliosegError, match=r"datasets → d → threads: 0 is less than the minimum of 1"):
+        validate_config(config, SCHEMA)
+
+
 def test_the_shipped_configs_are_valid():
     shipped = [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml")),
                *sorted((ROOT / "tests" / "workflow" / "configs").glob("*.yaml"))]

@@ -324,6 +324,31 @@ def test_broken_case_names_the_file_and_writes_nothing(lgg_raw, tmp_path, breake
     assert list(tmp_path.iterdir()) == [raw]  # no temporary folder left behind
 
 
+def test_every_broken_case_is_listed_in_one_error(lgg_raw, tmp_path):
+    raw = mutated(lgg_raw, tmp_path)
+    missing = break_missing_mask(raw / "kaggle_3m" / CASE)
+    truncated = raw / "kaggle_3m" / LZW_CASE / f"{LZW_CASE}_3_mask.tif"
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    with pytest.raises(GliosegError) as caught:
+        stack_lgg(raw, tmp_path / "out", threads=2)
+    message = caught.value.message
+    assert "2 of 3 cases failed (stacking LGG slices)" in message
+    assert f"{CASE}: slice 11 has no mask" in message and str(missing) in message
+    assert f"{LZW_CASE}: unreadable or truncated tif" in message and str(truncated) in message
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == [raw]  # no temporary folder left behind
+
+
+def test_two_threads_stack_the_same_files(lgg_raw, lgg_stacked, tmp_path):
+    out = tmp_path / "volumes"
+    stack_lgg(lgg_raw, out, threads=2)
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(out) == files(lgg_stacked)  # built with one thread
+
+
 def test_truncated_lzw_tif_is_named(lgg_raw, tmp_path):
     raw = mutated(lgg_raw, tmp_path)
     path = raw / "kaggle_3m" / LZW_CASE / f"{LZW_CASE}_3_mask.tif"

@@ -5,8 +5,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from glioseg.cli import _parser
+from glioseg.cli import main as cli_main
 from glioseg.errors import GliosegError
-from glioseg.manifest import build_manifest, read_dataset_info, read_manifest
+from glioseg.manifest import build_manifest, read_dataset_info, read_manifest, write_manifest
 
 
 def test_manifest_lists_every_case_with_all_paths(tiny_raw, tiny_manifest):
@@ -118,3 +120,42 @@ def test_whole_float_labels_are_read_as_their_integers(raw_copy):
     rewrite(raw_copy / "BraTS2021_00002" / "BraTS2021_00002_seg.nii.gz", lambda d: None, np.float32)
     frame, _ = build_manifest(raw_copy, "brats2021", "tiny")
     assert len(frame) == 6
+
+
+# ---------------------------------------------------------------- in parallel
+
+
+def test_two_threads_write_the_same_manifest_bytes(tiny_raw, tiny_manifest, tmp_path):
+    csv, info_json = tiny_manifest  # built with one thread
+    frame, info = build_manifest(tiny_raw, "brats2021", "tiny", threads=2)
+    write_manifest(frame, info, tmp_path / "tiny.csv", tmp_path / "tiny.json")
+    assert (tmp_path / "tiny.csv").read_bytes() == csv.read_bytes()
+    assert (tmp_path / "tiny.json").read_bytes() == info_json.read_bytes()
+
+
+def test_the_manifest_command_passes_its_threads_on(tiny_raw, tiny_manifest, tmp_path, monkeypatch):
+    import glioseg.manifest
+
+    seen = []
+    real = glioseg.manifest.map_cases
+    monkeypatch.setattr(glioseg.manifest, "map_cases", lambda *a, **k: seen.append(k["threads"]) or real(*a, **k))
+    argv = ["manifest", "--raw", str(tiny_raw), "--layout", "brats2021", "--dataset", "tiny",
+            "--out-csv", str(tmp_path / "tiny.csv"), "--out-json", str(tmp_path / "tiny.json")]
+    assert cli_main(["--threads", "2", *argv]) == 0 and cli_main(argv) == 0
+    assert seen == [2, 1]
+    assert not _parser().parse_args(["--threads", "2", *argv]).torch_threads  # so glioseg does not import torch for it
+    assert (tmp_path / "tiny.csv").read_bytes() == tiny_manifest[0].read_bytes()
+
+
+def test_two_threads_name_every_bad_case_as_one_thread_does(raw_copy):
+    (raw_copy / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz").unlink()
+    flair = raw_copy / "BraTS2021_00004" / "BraTS2021_00004_flair.nii.gz"
+    flair.write_bytes(flair.read_bytes()[:400])
+    messages = []
+    for threads in (1, 2):
+        with pytest.raises(GliosegError) as error:
+            build_manifest(raw_copy, "brats2021", "tiny", threads=threads)
+        messages.append(error.value.message)
+    assert messages[0] == messages[1]
+    assert "2 of 6 cases are unusable" in messages[1] and "BraTS2021_00001: missing t2" in messages[1]
+    assert "BraTS2021_00004: flair:" in messages[1] and str(flair) in messages[1]

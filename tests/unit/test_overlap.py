@@ -18,6 +18,7 @@ from glioseg.datasets.overlap import (
     fingerprint_volume,
     modality_for_role,
     overlap_datasets,
+    read_fingerprints,
     write_overlap,
 )
 from glioseg.datasets.synthetic import SyntheticSpec, case_id, synthesize_case
@@ -195,6 +196,31 @@ def test_corrupt_file_is_named_with_its_case(datasets, tmp_path):
     assert "case BraTS2021_00003" in error.value.message and str(bad) in error.value.message
     with pytest.raises(GliosegError, match=r"no column 'image_t2f' \(images: image_t1, image_t1ce, image_t2, image_flair\)"):
         fingerprint_manifest(manifest, "image_t2f")
+
+
+def test_every_corrupt_file_is_listed_in_one_error(datasets, tmp_path):
+    manifest = pd.read_csv(datasets["a"][0], dtype=str)
+    bad = {}
+    for row in (1, 4):
+        bad[row] = tmp_path / f"{manifest.loc[row, 'case']}_flair.nii.gz"
+        bad[row].write_bytes(Path(manifest.loc[row, "image_flair"]).read_bytes()[:300])
+        manifest.loc[row, "image_flair"] = str(bad[row])
+    with pytest.raises(GliosegError) as error:
+        fingerprint_manifest(manifest, "image_flair", threads=2)
+    message = error.value.message
+    assert "2 of 6 cases failed (fingerprinting image_flair)" in message
+    for row, path in bad.items():
+        assert f"    {manifest.loc[row, 'case']}: " in message and str(path) in message
+
+
+def test_fingerprint_files_are_the_same_bytes_whatever_the_threads(datasets, tmp_path):
+    fingerprint_dataset(*datasets["a"], tmp_path / "one.npz", threads=1)
+    fingerprint_dataset(*datasets["a"], tmp_path / "two.npz", threads=2)
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    stored = read_fingerprints(tmp_path / "two.npz").frame
+    computed = fingerprint_manifest(pd.read_csv(datasets["a"][0], dtype=str), "image_flair")
+    assert stored["case"].to_list() == computed["case"].to_list() and stored["shape"].to_list() == computed["shape"].to_list()
+    np.testing.assert_array_equal(np.stack(stored["descriptor"]), np.stack(computed["descriptor"]))
 
 
 def test_snakemake_rules_fingerprint_each_dataset_once_then_compare(datasets, tmp_path):

@@ -256,6 +256,11 @@ def score_files():
     ]
 
 
+def dataset_threads(wildcards):
+    """The threads of a dataset job that works case by case (stack_slices, manifest, fingerprint)."""
+    return DATASETS[wildcards.dataset]["threads"]
+
+
 def experiment_resource(key):
     """A threads or resources function: the job's experiment's ``resources: {key: …}``."""
     return lambda wildcards: EXPERIMENTS[wildcards.experiment]["resources"][key]

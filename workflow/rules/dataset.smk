@@ -1,5 +1,6 @@
 # Per dataset: manifest (validated cases), patient-level folds, preprocessed cache, and the
-# scan fingerprints that find cases two datasets share.
+# scan fingerprints that find cases two datasets share. Rules that work case by case run the
+# dataset's `threads` cases at a time (worker processes; the outputs do not depend on it).
 
 
 rule stack_slices:
@@ -11,10 +12,13 @@ rule stack_slices:
         directory(RESULTS.volumes("{dataset}")),
     log:
         RESULTS.log("stack_slices", "{dataset}"),
+    threads: dataset_threads
+    resources:
+        cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} stack-slices --raw {input:q} --out {output:q}"
+        "glioseg --log {log} --threads {threads} stack-slices --raw {input:q} --out {output:q}"
 
 
 rule manifest:
@@ -28,10 +32,13 @@ rule manifest:
         options=lambda w: canonical_json(DATASETS[w.dataset].get("layout_options", {})),
     log:
         RESULTS.manifest_log("{dataset}"),
+    threads: dataset_threads
+    resources:
+        cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} manifest --raw {input:q} --layout {params.layout} --layout-options {params.options:q}"
+        "glioseg --log {log} --threads {threads} manifest --raw {input:q} --layout {params.layout} --layout-options {params.options:q}"
         " --dataset {wildcards.dataset}"
         " --out-csv {output.csv} --out-json {output.info}"
 
@@ -119,10 +126,13 @@ rule fingerprint:
         RESULTS.fingerprints("{dataset}"),
     log:
         RESULTS.log("fingerprint", "{dataset}"),
+    threads: dataset_threads
+    resources:
+        cpus_per_task=lambda wildcards, threads: threads,
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} fingerprint --manifest {input.csv} --info {input.info} --out {output}"
+        "glioseg --log {log} --threads {threads} fingerprint --manifest {input.csv} --info {input.info} --out {output}"
 
 
 rule overlap:

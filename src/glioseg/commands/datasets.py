@@ -1,4 +1,7 @@
-"""From extracted files to the training cache: stack-slices, manifest, split, fingerprint, overlap, preprocess."""
+"""From extracted files to the training cache: stack-slices, manifest, split, fingerprint, overlap, preprocess.
+
+Stages that work case by case run ``glioseg --threads N`` cases at a time (:func:`glioseg.parallel.map_cases`).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,13 @@ from glioseg.commands.arguments import Subcommands, add_command, json_arg, log
 def stack_slices(args: argparse.Namespace) -> None:
     from glioseg.datasets.lgg import stack_lgg
 
-    stack_lgg(args.raw, args.out)
+    stack_lgg(args.raw, args.out, threads=args.threads or 1)
 
 
 def manifest(args: argparse.Namespace) -> None:
     from glioseg.manifest import build_manifest, write_manifest
 
-    frame, info = build_manifest(args.raw, args.layout, args.dataset, args.layout_options)
+    frame, info = build_manifest(args.raw, args.layout, args.dataset, args.layout_options, threads=args.threads or 1)
     write_manifest(frame, info, args.out_csv, args.out_json)
 
 
@@ -45,7 +48,7 @@ def split(args: argparse.Namespace) -> None:
 def fingerprint(args: argparse.Namespace) -> None:
     from glioseg.datasets.overlap import fingerprint_dataset
 
-    fingerprint_dataset(args.manifest, args.info, args.out, role=args.role)
+    fingerprint_dataset(args.manifest, args.info, args.out, role=args.role, threads=args.threads or 1)
 
 
 def overlap(args: argparse.Namespace) -> None:
@@ -63,10 +66,12 @@ def preprocess(args: argparse.Namespace) -> None:
 
 def add_commands(sub: Subcommands) -> None:
     p = add_command(sub, "stack-slices", stack_slices, "Stack the LGG kaggle_3m 2D tif slices of each case into NIfTI volumes.")
+    p.set_defaults(torch_threads=False)  # --threads: worker processes, no torch
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
 
     p = add_command(sub, "manifest", manifest, "Find and validate every case of an extracted dataset; write its manifest.")
+    p.set_defaults(torch_threads=False)
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--layout", required=True)
     p.add_argument("--layout-options", type=json_arg, default={}, help="the custom layout's options as JSON")
@@ -90,6 +95,7 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--out-csv", type=Path, required=True)
 
     p = add_command(sub, "fingerprint", fingerprint, "Content fingerprints of a dataset's cases, to find the same scans elsewhere.")
+    p.set_defaults(torch_threads=False)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--info", type=Path, required=True)
     p.add_argument("--role", default="flair", help="the image fingerprinted: flair, t1ce, t1, t2 (or a modality name)")

@@ -29,17 +29,18 @@ import struct
 import warnings
 import zlib
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from glioseg.atomic import atomic_dir
 from glioseg.datasets.layouts.folders import case_folders, is_debris
 from glioseg.datasets.layouts.lgg import LGG_CASE, LGG_MODALITIES
 from glioseg.errors import GliosegError
+from glioseg.parallel import map_cases
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,16 @@ def stack_case(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return images.swapaxes(0, 1), label.swapaxes(0, 1)
 
 
+def _stack_into(folder: Path, out: Path) -> None:
+    """Stack one case folder into ``out/<case>/``: one volume per modality and the label."""
+    images, label = stack_case(folder)
+    case_dir = out / folder.name
+    case_dir.mkdir()
+    for channel, modality in enumerate(LGG_MODALITIES):
+        _save(images[..., channel], case_dir / f"{folder.name}_{modality}.nii.gz")
+    _save(label, case_dir / f"{folder.name}_seg.nii.gz")
+
+
 def _save(array: np.ndarray, path: Path) -> None:
     nib.save(nib.Nifti1Image(np.ascontiguousarray(array, dtype=np.uint8), AFFINE), str(path))
 
@@ -191,7 +202,7 @@ def _metadata(root: Path) -> Path | None:
     return found[0] if found else None
 
 
-def stack_lgg(raw_root: str | Path, out_root: str | Path) -> None:
+def stack_lgg(raw_root: str | Path, out_root: str | Path, *, threads: int = 1) -> None:
     """Stack every case folder under ``raw_root`` into NIfTI volumes under ``out_root``.
 
     Writes ``out_root/<case>/<case>_{pre,flair,post}.nii.gz`` (uint8, shape
@@ -207,7 +218,12 @@ def stack_lgg(raw_root: str | Path, out_root: str | Path) -> None:
     is written atomically: on any error (an unpaired slice or mask, a gap in
     the numbering, a wrong shape or channel count, a mask value other than
     0/255, an unreadable tif) a :class:`GliosegError` names the file and
-    ``out_root`` is left as it was.
+    ``out_root`` is left as it was; every case is tried first, and the error
+    lists each broken case with its file.
+
+    Cases are stacked ``threads`` at a time, in worker processes
+    (:func:`glioseg.parallel.map_cases`); the files are the same whatever
+    ``threads`` is.
     """
     raw, out = Path(raw_root), Path(out_root)
     if not raw.is_dir():
@@ -224,13 +240,8 @@ def stack_lgg(raw_root: str | Path, out_root: str | Path) -> None:
     if metadata is None:
         log.warning("%s: no %s found; the manifest will have no clinical columns", raw, METADATA)
     with atomic_dir(out) as tmp:
-        for folder in tqdm(folders, desc="stacking LGG slices", unit="case"):
-            images, label = stack_case(folder)
-            case_dir = tmp / folder.name
-            case_dir.mkdir()
-            for channel, modality in enumerate(LGG_MODALITIES):
-                _save(images[..., channel], case_dir / f"{folder.name}_{modality}.nii.gz")
-            _save(label, case_dir / f"{folder.name}_seg.nii.gz")
+        map_cases(partial(_stack_into, out=tmp), folders, threads=threads, desc="stacking LGG slices",
+                  name=lambda folder: folder.name)
         if metadata is not None:
             (tmp / METADATA).write_bytes(metadata.read_bytes())
     log.info("%s: %d cases stacked into %s", raw, len(folders), out)

@@ -49,18 +49,19 @@ same patient at different times are different scans here.
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from tqdm import tqdm
 
 from glioseg.atomic import atomic_path, write_csv
 from glioseg.errors import GliosegError
 from glioseg.manifest import DatasetInfo, image_column, read_dataset_info, read_manifest
 from glioseg.nifti import read_volume
+from glioseg.parallel import map_cases
 
 log = logging.getLogger(__name__)
 
@@ -149,23 +150,27 @@ def modality_for_role(info: DatasetInfo, role: str) -> str:
     )
 
 
-def fingerprint_manifest(manifest: pd.DataFrame, modality_column: str) -> pd.DataFrame:
+def fingerprint_manifest(manifest: pd.DataFrame, modality_column: str, *, threads: int = 1) -> pd.DataFrame:
     """One row per case: ``case``, ``shape`` (tuple) and ``descriptor``; one volume read per case.
 
-    A bad file raises a :class:`GliosegError` naming the case and the file.
+    Cases are read ``threads`` at a time, in worker processes
+    (:func:`glioseg.parallel.map_cases`), and come back in the manifest's
+    order. Bad files raise one :class:`GliosegError` naming each case and file.
     """
     if modality_column not in manifest.columns:
         images = [c for c in manifest.columns if c.startswith("image_")]
         raise GliosegError(f"manifest has no column {modality_column!r} (images: {', '.join(images)})")
-    rows = []
-    for case, path in tqdm(zip(manifest["case"], manifest[modality_column]), total=len(manifest),
-                           desc=f"fingerprinting {modality_column}", unit="case"):
-        try:
-            volume = read_volume(path)
-        except GliosegError as exc:
-            raise GliosegError(f"case {case}: {exc.problem}", path=exc.path, hint=exc.hint) from None
-        rows.append({"case": case, "shape": volume.shape, "descriptor": fingerprint_volume(volume)})
+    cases = list(zip(manifest["case"], manifest[modality_column]))
+    found = map_cases(_fingerprint_case, cases, threads=threads, desc=f"fingerprinting {modality_column}",
+                      name=lambda case: case[0])
+    rows = [{"case": case, "shape": shape, "descriptor": descriptor} for (case, _), (shape, descriptor) in zip(cases, found)]
     return pd.DataFrame(rows, columns=["case", "shape", "descriptor"])
+
+
+def _fingerprint_case(case: tuple[str, str]) -> tuple[tuple[int, ...], np.ndarray]:
+    """The shape and descriptor of one ``(case, path)``."""
+    volume = read_volume(case[1])
+    return volume.shape, fingerprint_volume(volume)
 
 
 def find_overlap(a: pd.DataFrame, b: pd.DataFrame, *, threshold: float = THRESHOLD) -> pd.DataFrame:
@@ -219,21 +224,37 @@ class Fingerprints:
     frame: pd.DataFrame
 
 
-def fingerprint_dataset(manifest_csv: str | Path, info_json: str | Path, out_npz: str | Path, *, role: str = "flair") -> None:
-    """Rule ``fingerprint``: a manifest and its sidecar to ``out_npz``, using the dataset's image for ``role``."""
+def fingerprint_dataset(manifest_csv: str | Path, info_json: str | Path, out_npz: str | Path, *, role: str = "flair",
+                        threads: int = 1) -> None:
+    """Rule ``fingerprint``: a manifest and its sidecar to ``out_npz``, using the dataset's image for ``role``.
+
+    The file is the same bytes for the same cases, whatever ``threads`` is and whenever it is written.
+    """
     info = read_dataset_info(info_json)
     modality = modality_for_role(info, role)
-    frame = fingerprint_manifest(read_manifest(manifest_csv), image_column(modality))
-    with atomic_path(out_npz) as tmp, open(tmp, "wb") as out:
-        np.savez(
-            out,
-            format=np.array(_FORMAT),
-            dataset=np.array(info.name),
-            role=np.array(_role_of(modality)),
-            case=np.array(frame["case"].to_list(), dtype=str),
-            shape=np.array(frame["shape"].to_list(), dtype=np.int64).reshape(-1, 3),
-            descriptor=np.array(frame["descriptor"].to_list(), dtype=np.float32).reshape(len(frame), _SIZE),
-        )
+    frame = fingerprint_manifest(read_manifest(manifest_csv), image_column(modality), threads=threads)
+    _write_npz(out_npz, {
+        "format": np.array(_FORMAT),
+        "dataset": np.array(info.name),
+        "role": np.array(_role_of(modality)),
+        "case": np.array(frame["case"].to_list(), dtype=str),
+        "shape": np.array(frame["shape"].to_list(), dtype=np.int64).reshape(-1, 3),
+        "descriptor": np.array(frame["descriptor"].to_list(), dtype=np.float32).reshape(len(frame), _SIZE),
+    })
+
+
+def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` (uncompressed, no pickles), atomically and byte-reproducibly.
+
+    ``np.savez`` stamps each member with the time of writing, so two runs never
+    gave the same bytes; here every member carries a fixed date.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.create_system = 3  # Unix, whatever the host
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
 
 
 def _role_of(modality: str) -> str:
