@@ -31,6 +31,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/views.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/bundle.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -47,6 +48,8 @@ localrules:
     plot_histograms,
     embedding,
     compare_published,
+    describe_experiment,
+    bundles,
 
 
 onstart:

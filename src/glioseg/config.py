@@ -368,5 +368,10 @@ def experiment_record(config: Mapping[str, Any], experiment: str) -> dict[str, A
         "folds": experiment_folds(config, experiment),
         "preprocess": {"margin": dataset["preprocess"]["margin"], "background": dataset["preprocess"]["background"]},
         "inference": inference_settings(config, experiment),
-        "config": {"seed": config["seed"], "experiment": copy.deepcopy(dict(spec)), "dataset": copy.deepcopy(dict(dataset))},
+        "config": {"seed": config["seed"], "experiment": _without(spec, "resources"), "dataset": _without(dataset, "threads")},
     }
+
+
+def _without(section: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """A copy of a config section without the keys that only size jobs (a record must not change with them)."""
+    return {key: copy.deepcopy(value) for key, value in section.items() if key not in keys}

@@ -60,6 +60,7 @@ LAYOUT = [
     ("montage", ("<experiment>", "<evaluation>"), "figures/<experiment>/montage_<evaluation>.png"),
     ("gallery", ("<experiment>", "<evaluation>"), "figures/<experiment>/gallery_<evaluation>.png"),
     ("log", ("<step>", "<dataset>"), "logs/<step>/<dataset>.log"),
+    ("log", ("<step>", "<experiment>"), "logs/<step>/<experiment>.log"),
     ("log", ("overlap", "<train>", "<evaluated>"), "logs/overlap/<train>/<evaluated>.log"),
     ("evaluation_log", ("<step>", "<experiment>", "<k>", "<evaluation>"), "logs/<step>/<experiment>/fold<k>/<evaluation>.log"),
     ("log", ("summarize",), "logs/summarize.log"),

@@ -22,7 +22,7 @@ def test_default_config_plans_the_whole_study(workdir):
         "acquire": 1, "extract": 1, "manifest": 1, "split": 1, "preprocess": 1,
         "train": 5, "infer": 5, "score": 5,
         "summarize": 1, "plot_curves": 1, "plot_boxplots": 1, "plot_montage": 1, "all": 1,
-        "profile": 1, "plot_dataset_montage": 1, "plot_histograms": 1, "embedding": 1,
+        "profile": 1, "plot_dataset_montage": 1, "plot_histograms": 1, "embedding": 1, "describe_experiment": 1,
     }
 
 
@@ -246,3 +246,12 @@ def test_a_given_split_file_sets_the_folds_and_is_an_input_of_its_split_job(work
     assert jobs["given_split"] == 1 and "split" not in jobs
     assert jobs["train"] == jobs["infer"] == jobs["score"] == 2 * 3
     assert "--given my_split.csv --given-copy results/splits/tiny/given" in result.output
+
+
+def test_the_bundles_target_exports_every_experiment_after_its_folds(workdir):
+    """`snakemake bundles`: one export per experiment, reading its record, every fold model, the cache and the split."""
+    result = snakemake(workdir, "-n", "-p", "bundles", configfile=CONFIGS / "tiny.yaml")
+    jobs = planned_jobs(result)
+    assert jobs["export"] == jobs["describe_experiment"] == 2 and jobs["train"] == 4
+    assert "infer" not in jobs and "score" not in jobs
+    assert "export --model results/models/unet_a --out results/bundles/unet_a.pt" in result.output

@@ -9,6 +9,7 @@ from glioseg.config import (
     TEST_SUFFIX,
     check_networks,
     experiment_folds,
+    experiment_record,
     inference_settings,
     init_source,
     is_trained,
@@ -278,6 +279,7 @@ NETWORK_JOB_RESOURCES = {
 def final_targets():
     targets = [RESULTS.summary_md(), RESULTS.score_boxplots()]
     for experiment in EXPERIMENTS:
+        targets.append(RESULTS.experiment_record(experiment))  # for glioseg predict (workflow/rules/bundle.smk)
         if is_trained(config, experiment):
             targets.append(RESULTS.training_curves(experiment))
         for evaluation in evaluation_names(experiment):
