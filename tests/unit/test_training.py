@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -277,7 +278,8 @@ def test_a_step_schedule_decays_the_learning_rate_every_step_size_epochs(cache, 
 def test_a_2d_model_trains_on_slices_and_predicts_whole_volumes(cache, tmp_path):
     from glioseg.inference import predict_probabilities
 
-    spec = settings(epochs=2, batch_size=4, patch_size=[32, 32], select="iou", slices={"min_label_area": 5, "empty_rate": 0.2},
+    spec = settings(epochs=2, validate_every=1, batch_size=4, patch_size=[32, 32], select="iou",
+                    slices={"min_label_area": 5, "empty_rate": 0.2},
                     model={"name": "unet", "params": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 0}})
     history = run(cache, tmp_path, spec)
     assert history["val_iou_mean"].between(0, 1).all() and history["val_dice_mean"].between(0, 1).all()
@@ -348,10 +350,31 @@ def test_the_run_identity_names_each_input_that_changed():
 def test_history_is_written_after_every_epoch(cache, tmp_path, monkeypatch):
     kill_in_third_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        run(cache, tmp_path, settings(epochs=3))
+        run(cache, tmp_path, settings(epochs=3, validate_every=1))
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and history["val_dice_mean"].notna().all()
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_history_splits_each_epochs_time_and_validates_every_n_epochs_and_the_last(cache, tmp_path):
+    history = run(cache, tmp_path, settings(epochs=5, validate_every=2))
+    validated = history["val_dice_mean"].notna()
+    assert history.loc[validated, "epoch"].tolist() == [2, 4, 5]
+    assert (history["compute_seconds"] > 0).all() and (history["data_seconds"] > 0).all()
+    assert (history.loc[validated, "validation_seconds"] > 0).all() and (history.loc[~validated, "validation_seconds"] == 0).all()
+    parts = history[["data_seconds", "compute_seconds", "validation_seconds"]].sum(axis=1)
+    assert (parts <= history["seconds"]).all()
+    best = torch_files.load(tmp_path / "state" / "best.pt")
+    assert best["epoch"] == int(history.loc[history["val_dice_mean"].idxmax(), "epoch"])  # chosen among validated epochs
+
+
+def test_a_long_wait_for_data_is_logged_with_what_to_do(caplog):
+    caplog.set_level(logging.WARNING, logger="glioseg.training.loop")
+    loop._warn_data_wait(3, loop.EpochTime(data=0.5, compute=10.0), 0)  # 5 %: fine
+    loop._warn_data_wait(4, loop.EpochTime(data=3.0, compute=7.0), 1)
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == ["epoch 4: the training steps waited for data 30% of the time (3.0 s of 10.0 s) with 1 loader workers; "
+                        "give the job more CPUs (resources: cpus) or set num_workers higher"]
 
 
 def test_a_non_finite_loss_stops_the_training_and_keeps_the_last_good_state(cache, tmp_path, monkeypatch):

@@ -373,8 +373,9 @@ def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
                                  "data_seconds": spent.data, "compute_seconds": spent.compute}
         run.scheduler.step()
-        validating = time.perf_counter()
+        row["validation_seconds"] = 0.0
         if epoch % settings.validate_every == 0 or epoch == settings.epochs:
+            validating = time.perf_counter()
             for name, values in validate(run.model, val_loader, settings, device).items():
                 row.update({f"val_{name}_{r}": float(v) for r, v in zip(regions, values)})
                 row[f"val_{name}_mean"] = float(values.mean())
@@ -382,7 +383,7 @@ def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[
                 run.best_metric, run.best_epoch = row[f"val_{settings.select}_mean"], epoch
                 if world.is_main:
                     torch_files.save({"model": run.model.state_dict(), "epoch": epoch, "metric": run.best_metric}, paths.best)
-        row["validation_seconds"] = time.perf_counter() - validating
+            row["validation_seconds"] = time.perf_counter() - validating
         row["seconds"] = time.perf_counter() - started
         run.epoch = epoch
         run.history.append(row)
