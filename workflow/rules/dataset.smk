@@ -103,15 +103,18 @@ rule preprocess:
     params:
         margin=lambda w: DATASETS[w.dataset]["preprocess"]["margin"],
         background=lambda w: DATASETS[w.dataset]["preprocess"]["background"],
+        cache_format=CACHE_FORMAT,  # a new cache format rebuilds old caches
     log:
         RESULTS.log("preprocess", "{dataset}"),
+    threads: dataset_threads
     resources:
+        cpus_per_task=lambda wildcards, threads: threads,
         mem_mb=8000,
         runtime=240,
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} preprocess --manifest {input.csv} --info {input.info}"
+        "glioseg --log {log} --threads {threads} preprocess --manifest {input.csv} --info {input.info}"
         " --margin {params.margin} --background {params.background} --out {output}"
 
 
