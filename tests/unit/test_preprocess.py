@@ -285,3 +285,25 @@ def test_a_cache_of_another_format_is_refused_with_what_to_do(tiny_manifest, tmp
     with pytest.raises(GliosegError, match=f"the cache has format 1, this glioseg reads format {CACHE_FORMAT}") as error:
         cache_digest(tmp_path / "cache")
     assert error.value.path == path and "preprocess the dataset again" in error.value.hint
+
+
+def test_the_cache_is_the_same_bytes_with_one_or_two_worker_processes(tiny_manifest, tmp_path):
+    csv, info_json = tiny_manifest
+    manifest, info = read_manifest(csv), read_dataset_info(info_json)
+    for threads in (1, 2):
+        preprocess_dataset(manifest, info, tmp_path / f"threads{threads}", margin=1, threads=threads)
+    files = sorted(p.relative_to(tmp_path / "threads1") for p in (tmp_path / "threads1").rglob("*") if p.is_file())
+    assert len(files) == 2 * len(manifest) + 1  # images, labels, properties.json
+    assert files == sorted(p.relative_to(tmp_path / "threads2") for p in (tmp_path / "threads2").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "threads1" / name).read_bytes() == (tmp_path / "threads2" / name).read_bytes(), name
+
+
+def test_every_bad_case_is_listed_in_one_error_and_no_cache_is_left(tmp_path):
+    rows = [case_row(tmp_path / "raw", skull_stripped(), case="good")]
+    for case in ("blank1", "blank2"):
+        rows.append(case_row(tmp_path / "raw", np.zeros_like(skull_stripped()), case=case))
+    with pytest.raises(GliosegError, match="2 of 3 cases failed") as error:
+        run(tmp_path, rows, threads=2)
+    assert "blank1: every modality is zero" in str(error.value) and "blank2: every modality is zero" in str(error.value)
+    assert not (tmp_path / "cache").exists()
