@@ -51,10 +51,15 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CLUSTER_JOBS = {"manifest": 1, "split": 1, "preprocess": 1, "train": 2, "infer": 2, "score": 2}
 SLURM_SUBMISSIONS = 1 + 2 + 2 + 1
 # The two group jobs: their members, and what they reserve (CPUs, memory, minutes) with profiles/slurm's
-# resources: the largest member's CPUs and memory (preprocess: 8000 MB) and the sum of the members'
+# resources: the largest member's CPUs and memory (manifest and preprocess take the dataset's threads,
+# 4 by default, capped at profiles/slurm-ci's 2 cores; preprocess 8000 MB) and the sum of the members'
 # runtimes (manifest and split 60 min each, preprocess 240; a score 15).
+DATASET_CPUS = 2
 GROUP_MEMBERS = {
-    "group_dataset_manifest_preprocess_split": {"rules": ["manifest", "split", "preprocess"], "reserved": (1, 8000, 360)},
+    "group_dataset_manifest_preprocess_split": {
+        "rules": ["manifest", "split", "preprocess"],
+        "reserved": (DATASET_CPUS, 8000, 360),
+    },
     "group_scores_score": {"rules": ["score", "score"], "reserved": (1, 4000, 30)},
 }
 
