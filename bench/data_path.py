@@ -78,11 +78,15 @@ def median_ms(read, repeats: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
-def write_case(index: int, raw: Path, seed: int = 11) -> None:
-    """One BraTS-size case in the BraTS 2021 layout (module level: runs in worker processes)."""
+BRATS_SHAPE = (240, 240, 155)
+
+
+def write_case(index: int, raw: Path, shape: tuple[int, int, int] = BRATS_SHAPE, seed: int = 11) -> None:
+    """One synthetic case (BraTS size by default) in the BraTS 2021 layout (module level: runs in worker processes)."""
     import nibabel as nib
 
-    case = synthesize_case(SyntheticSpec(cases=index + 1, shape=(240, 240, 155), spacing=(1.0, 1.0, 1.0), seed=seed), index)
+    spacing = tuple(b / s for b, s in zip(BRATS_SHAPE, shape))  # the same head, at another resolution
+    case = synthesize_case(SyntheticSpec(cases=index + 1, shape=shape, spacing=spacing, seed=seed), index)
     folder = raw / case_id(index)
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in {**case.images, "seg": case.seg}.items():

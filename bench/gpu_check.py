@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from data_path import cpu_model, run_stages, write_case
+from data_path import BRATS_SHAPE, cpu_model, run_stages, write_case
 
 from glioseg.cache import read_cache_properties, readers
 from glioseg.config import training_settings, validate_config
@@ -94,7 +94,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--patch", type=int, default=128)
-    parser.add_argument("--device", default="cuda", help="cpu only to check the script itself, with a small --patch")
+    parser.add_argument("--device", default="cuda", help="cpu only to check the script itself, with small --patch and --shape")
+    parser.add_argument("--shape", type=int, nargs=3, default=list(BRATS_SHAPE))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="a subset of the models, by name")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -104,10 +106,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="glioseg-gpu-check-"))
     try:
         raw = work / "raw"
-        map_cases(partial(write_case, raw=raw), list(range(args.cases)), threads=cpus, desc="synthesising", name=case_id)
+        map_cases(partial(write_case, raw=raw, shape=tuple(args.shape)), list(range(args.cases)), threads=cpus,
+                  desc="synthesising", name=case_id)
         stage_seconds = run_stages(raw, work / "threads2", cpus)
         cases = list(read_cache_properties(work / "threads2" / "cache").cases)
-        results = {name: train_and_measure(work, name, model, cases, args.epochs, args.patch, device) for name, model in MODELS.items()}
+        results = {name: train_and_measure(work, name, MODELS[name], cases, args.epochs, args.patch, device) for name in args.models}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [
@@ -115,7 +118,8 @@ def main() -> None:
         "",
         f"Machine: {torch.cuda.get_device_name() if device.type == 'cuda' else 'no GPU'}, {platform.machine()} {cpu_model()}, "
         f"{cpus} CPUs; torch {torch.__version__}, "
-        f"numpy {np.__version__}. {args.cases} synthetic BraTS-size cases; manifest {stage_seconds['manifest']:.1f} s and "
+        f"numpy {np.__version__}. {args.cases} synthetic cases of {'×'.join(map(str, args.shape))}; "
+        f"manifest {stage_seconds['manifest']:.1f} s and "
         f"preprocess {stage_seconds['preprocess']:.1f} s with {cpus} threads. Training: batch 2 of {args.patch}³ patches, the "
         f"config's loader defaults (num_workers auto), {args.epochs} epochs, the first left out. Produced by `bench/gpu_check.py`.",
         "",
