@@ -13,14 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from glioseg.commands import acquire, datasets, evaluation, predict, report, training, views
+from glioseg.commands import acquire, datasets, evaluation, exchange, predict, report, training, views
 from glioseg.errors import GliosegError
 
 log = logging.getLogger("glioseg")
 
 EXIT_USER_ERROR = 2
 
-STAGES = (acquire, datasets, views, training, evaluation, predict, report)
+STAGES = (acquire, datasets, views, training, evaluation, exchange, predict, report)
 """Command modules in the order of the pipeline, which is the order ``glioseg --help`` lists them."""
 
 

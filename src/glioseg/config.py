@@ -153,6 +153,12 @@ def _check_references(config: dict[str, Any], source: str) -> None:
                     path=source,
                     hint="each fold is already scored on its own validation cases; list only other datasets.",
                 )
+            if evaluation["ensemble"] and "external" in experiment:
+                raise GliosegError(
+                    f"experiment '{name}' is external and cannot ensemble on dataset '{evaluation['dataset']}'",
+                    path=source,
+                    hint="glioseg has no models of an external experiment to average; set ensemble: false.",
+                )
             if evaluation["ensemble"] and evaluation["subset"] == "val":
                 raise GliosegError(
                     f"experiment '{name}' ensembles its fold models on dataset '{evaluation['dataset']}' with subset val",
@@ -254,6 +260,8 @@ def check_networks(config: Mapping[str, Any], source: str = "config") -> None:
 
     checked: set[str] = set()
     for name, experiment in config["experiments"].items():
+        if "external" in experiment:
+            continue
         key = json.dumps([experiment["model"], experiment["patch_size"]], sort_keys=True)
         if key in checked:
             continue
@@ -329,8 +337,20 @@ def training_settings(config: Mapping[str, Any], experiment: str) -> dict[str, A
 
 
 def is_trained(config: Mapping[str, Any], experiment: str) -> bool:
-    """Whether an experiment trains; one with ``epochs: 0`` only imports its ``init`` weights."""
-    return config["experiments"][experiment]["epochs"] > 0
+    """Whether an experiment trains; one with ``epochs: 0`` only imports its ``init`` weights, an external one neither."""
+    spec = config["experiments"][experiment]
+    return "external" not in spec and spec["epochs"] > 0
+
+
+def is_external(config: Mapping[str, Any], experiment: str) -> bool:
+    """Whether an experiment's predictions were made by another tool (``external: {predictions: …}``): no model of ours."""
+    return "external" in config["experiments"][experiment]
+
+
+def external_predictions(config: Mapping[str, Any], experiment: str, fold: int | str, evaluation: str) -> str:
+    """The folder an external experiment's predictions of one fold and evaluation are read from."""
+    pattern = config["experiments"][experiment]["external"]["predictions"]
+    return pattern.replace("{fold}", str(fold)).replace("{evaluation}", evaluation)
 
 
 def init_source(config: Mapping[str, Any], experiment: str, fold: int) -> str | None:

@@ -15,6 +15,7 @@ import yaml
 
 from glioseg.datasets.layouts import LAYOUTS, check_layout_options, get_layout, layout_names, stacks_slices
 from glioseg.datasets.layouts.custom import CUSTOM_OPTIONS, custom_convention
+from glioseg.datasets.layouts.nnunet import NNUNET_OPTIONS
 from glioseg.errors import GliosegError
 from glioseg.labels import BRATS, BRATS2023
 from glioseg.manifest import build_manifest, read_dataset_info, write_manifest
@@ -278,7 +279,8 @@ def test_custom_spec_without_its_required_keys():
 
 def test_unknown_layout_lists_the_known_ones():
     with pytest.raises(KeyError, match=r"unknown layout 'brats2022'; known layouts: "
-                                       r"\['brats2018', 'brats2019', 'brats2020', 'brats2021', 'brats2023', 'custom', 'lgg_kaggle3m'\]"):
+                                       r"\['brats2018', 'brats2019', 'brats2020', 'brats2021', 'brats2023', 'custom', "
+                                       r"'lgg_kaggle3m', 'nnunet'\]"):
         get_layout("brats2022")
 
 
@@ -307,9 +309,11 @@ def test_schema_enum_names_exactly_the_registered_layouts():
     definitions = yaml.safe_load(SCHEMA.read_text())["definitions"]
     dataset = definitions["dataset"]
     assert dataset["properties"]["layout"]["enum"] == layout_names()
-    custom, fixed = dataset["allOf"]
+    custom, fixed, nnunet = dataset["allOf"]
     assert custom["if"]["properties"]["layout"] == {"const": "custom"} and custom["then"]["required"] == ["layout_options"]
     assert fixed["if"]["properties"]["layout"]["enum"] == sorted(LAYOUTS)
+    assert nnunet["if"]["properties"]["layout"] == {"const": "nnunet"} and "required" not in nnunet["then"]
+    assert set(definitions["nnunet_layout_options"]["properties"]) == NNUNET_OPTIONS
 
 
 def test_schema_layout_options_are_exactly_the_custom_layouts():

@@ -61,6 +61,7 @@ LAYOUT = [
     ("gallery", ("<experiment>", "<evaluation>"), "figures/<experiment>/gallery_<evaluation>.png"),
     ("log", ("<step>", "<dataset>"), "logs/<step>/<dataset>.log"),
     ("log", ("<step>", "<experiment>"), "logs/<step>/<experiment>.log"),
+    ("log", ("export_nnunet", "Dataset<id>_<dataset>"), "logs/export_nnunet/Dataset<id>_<dataset>.log"),
     ("log", ("overlap", "<train>", "<evaluated>"), "logs/overlap/<train>/<evaluated>.log"),
     ("evaluation_log", ("<step>", "<experiment>", "<k>", "<evaluation>"), "logs/<step>/<experiment>/fold<k>/<evaluation>.log"),
     ("log", ("summarize",), "logs/summarize.log"),

@@ -255,3 +255,32 @@ def test_the_bundles_target_exports_every_experiment_after_its_folds(workdir):
     assert jobs["export"] == jobs["describe_experiment"] == 2 and jobs["train"] == 4
     assert "infer" not in jobs and "score" not in jobs
     assert "export --model results/models/unet_a --out results/bundles/unet_a.pt" in result.output
+
+
+def test_nnunet_datasets_in_and_out_and_external_predictions_are_planned(workdir):
+    """An nnU-Net raw dataset read in place with its own splits_final.json, the sample exported for nnU-Net, and an
+    experiment whose predictions another tool made: imported per fold instead of inferred, scored and plotted alike."""
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    nnunet = workdir / "nnUNet_raw" / "Dataset501_Brains"
+    (nnunet / "imagesTr").mkdir(parents=True)
+    (nnunet / "dataset.json").write_text('{"channel_names": {"0": "FLAIR"}, "labels": {"background": 0, "tumor": 1}}')
+    (nnunet / "splits_final.json").write_text(
+        '[{"train": ["b", "c"], "val": ["a"]}, {"train": ["a", "c"], "val": ["b"]}, {"train": ["a", "b"], "val": ["c"]}]')
+    config["datasets"]["tiny"]["export_nnunet"] = 502
+    config["datasets"]["brains"] = {"source": {"path": str(nnunet)}, "layout": "nnunet",
+                                    "split": {"file": str(nnunet / "splits_final.json")}}
+    config["experiments"]["on_brains"] = {**config["experiments"]["unet_a"], "dataset": "brains"}
+    for fold in (0, 1):
+        (workdir / "theirs" / f"fold_{fold}" / "tiny").mkdir(parents=True)
+    config["experiments"]["nnunet"] = {"dataset": "tiny", "external": {"predictions": "theirs/fold_{fold}/{evaluation}",
+                                                                       "label_map": {3: 4}}}
+    path = workdir / "nnunet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "-p", configfile=path)
+    jobs = planned_jobs(result)
+    assert jobs["export_nnunet"] == 1 and jobs["import_predictions"] == 2 and jobs["given_split"] == 1
+    assert jobs["train"] == 2 + 2 + 3 and jobs["infer"] == 7 and jobs["score"] == 7 + 2
+    assert jobs["plot_montage"] == 4 and jobs["plot_curves"] == 3  # the external experiment has montages, no curves
+    assert "export-nnunet --manifest results/manifests/tiny.csv" in result.output
+    assert "--validation-folds 2 --out results/nnunet_raw/Dataset502_tiny" in result.output
+    assert "import-predictions --source theirs/fold_1/tiny" in result.output and """--label-map '{"3": 4}'""" in result.output

@@ -9,12 +9,15 @@ from glioseg.config import (
     TEST_SUFFIX,
     check_networks,
     experiment_folds,
+    external_predictions,
     experiment_record,
     inference_settings,
     init_source,
+    is_external,
     is_trained,
     training_settings,
     validate_config,
+    validation_folds,
 )
 from glioseg.datasets.layouts import stacks_slices
 from glioseg.errors import GliosegError
@@ -41,7 +44,9 @@ def name_pattern(names):
 
 
 TRAINED = [name for name in EXPERIMENTS if is_trained(config, name)]
-IMPORTED = [name for name in EXPERIMENTS if not is_trained(config, name)]
+EXTERNAL = [name for name in EXPERIMENTS if is_external(config, name)]  # predictions made by another tool
+IMPORTED = [name for name in EXPERIMENTS if not is_trained(config, name) and name not in EXTERNAL]
+MODELLED = TRAINED + IMPORTED  # experiments with glioseg models, which infer
 
 # Datasets whose split glioseg draws, and those whose split a file gives (split: {file: …}).
 GIVEN_SPLITS = [name for name, spec in DATASETS.items() if "file" in spec["split"]]
@@ -257,6 +262,25 @@ def score_files():
     ]
 
 
+def external_source(wildcards):
+    """The folder another tool's predictions of this (external experiment, fold, evaluation) are read from."""
+    return external_predictions(config, wildcards.experiment, wildcards.fold, wildcards.evaluation)
+
+
+def label_map_option(wildcards):
+    label_map = EXPERIMENTS[wildcards.experiment]["external"].get("label_map")
+    return f"--label-map {shlex.quote(canonical_json(label_map))}" if label_map else ""
+
+
+def nnunet_exports():
+    """The nnU-Net raw datasets the study writes: one per dataset with ``export_nnunet: <id>``."""
+    return [RESULTS.nnunet_raw(f"{spec['export_nnunet']:03d}", name) for name, spec in DATASETS.items() if "export_nnunet" in spec]
+
+
+def validation_folds_of(wildcards):
+    return validation_folds(DATASETS[wildcards.dataset]["split"])
+
+
 def dataset_threads(wildcards):
     """The threads of a dataset job that works case by case (stack_slices, manifest, fingerprint)."""
     return DATASETS[wildcards.dataset]["threads"]
@@ -286,7 +310,7 @@ def final_targets():
             targets.append(RESULTS.montage(experiment, evaluation))
             if is_stacked(evaluated_dataset(evaluation)):
                 targets.append(RESULTS.gallery(experiment, evaluation))
-    return targets + view_targets()  # workflow/rules/views.smk
+    return targets + view_targets() + nnunet_exports()  # workflow/rules/views.smk; nnU-Net exports (dataset.smk)
 
 
 # ---------------------------------------------------------------- the data views (workflow/rules/views.smk)

@@ -94,6 +94,28 @@ rule given_split:
         " --given-copy {output.given} --out-json {output.folds} --out-csv {output.table}"
 
 
+rule export_nnunet:
+    # The dataset as an nnU-Net raw dataset (export_nnunet: <id>), with glioseg's folds in
+    # splits_final.json, so that nnU-Net trains and validates on exactly the same cases.
+    wildcard_constraints:
+        nnunet_id=r"\d{3}",
+    input:
+        csv=RESULTS.manifest_csv("{dataset}"),
+        info=RESULTS.manifest_json("{dataset}"),
+        splits=RESULTS.folds("{dataset}"),
+    output:
+        directory(RESULTS.nnunet_raw("{nnunet_id}", "{dataset}")),
+    params:
+        validation_folds=validation_folds_of,
+    log:
+        RESULTS.log("export_nnunet", "Dataset{nnunet_id}_{dataset}"),
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} export-nnunet --manifest {input.csv} --info {input.info} --splits {input.splits}"
+        " --validation-folds {params.validation_folds} --out {output}"
+
+
 rule preprocess:
     input:
         csv=RESULTS.manifest_csv("{dataset}"),

@@ -1,10 +1,13 @@
 # Per (experiment, fold, evaluation): predict the evaluation's cases, then score them. On the
 # experiment's own dataset these are the fold's validation cases; on another dataset, the
 # configured subset minus the cases that are the same scans as training cases. An ensemble
-# evaluation does the same with the average of every fold model, as fold -1 of its scores.
+# evaluation does the same with the average of every fold model, as fold -1 of its scores. An
+# external experiment's predictions, made by another tool, are imported instead of inferred.
 
 
 rule infer:
+    wildcard_constraints:
+        experiment=name_pattern(MODELLED),
     input:
         unpack(dataset_tables),
         cache=evaluated_cache,
@@ -43,6 +46,32 @@ use rule infer as infer_ensemble with:
         fold=0,
     log:
         RESULTS.evaluation_log("infer", "{experiment}", ENSEMBLE, "{evaluation}"),
+
+
+rule import_predictions:
+    # An external experiment (external: {predictions: …}): another tool's predictions of the same
+    # cases, checked (every case, its grid, its label values after label_map) and copied where
+    # infer would have written them, so scoring, montages and galleries treat them alike.
+    wildcard_constraints:
+        experiment=name_pattern(EXTERNAL),
+    input:
+        unpack(dataset_tables),
+        source=external_source,
+        shared_scans=shared_scan_tables,
+    output:
+        directory(RESULTS.predictions("{experiment}", "{fold}", "{evaluation}")),
+    params:
+        subset=subset_of,
+        exclude=exclude_option,
+        label_map=label_map_option,
+    log:
+        RESULTS.evaluation_log("import_predictions", "{experiment}", "{fold}", "{evaluation}"),
+    conda:
+        "../../envs/glioseg.yaml"
+    shell:
+        "glioseg --log {log} import-predictions --source {input.source:q} --manifest {input.csv} --info {input.info}"
+        " --splits {input.splits} --fold {wildcards.fold} --subset {params.subset} {params.exclude} {params.label_map}"
+        " --out {output}"
 
 
 rule score:

@@ -19,9 +19,11 @@ def stack_slices(args: argparse.Namespace) -> None:
 
 
 def manifest(args: argparse.Namespace) -> None:
+    from glioseg.datasets.layouts import resolve_layout_options
     from glioseg.manifest import build_manifest, write_manifest
 
-    frame, info = build_manifest(args.raw, args.layout, args.dataset, args.layout_options, threads=args.threads or 1)
+    options = resolve_layout_options(args.layout, args.layout_options, args.raw)  # nnunet: its dataset.json
+    frame, info = build_manifest(args.raw, args.layout, args.dataset, options, threads=args.threads or 1)
     write_manifest(frame, info, args.out_csv, args.out_json)
 
 
@@ -74,7 +76,7 @@ def add_commands(sub: Subcommands) -> None:
     p.set_defaults(torch_threads=False)
     p.add_argument("--raw", type=Path, required=True)
     p.add_argument("--layout", required=True)
-    p.add_argument("--layout-options", type=json_arg, default={}, help="the custom layout's options as JSON")
+    p.add_argument("--layout-options", type=json_arg, default={}, help="the custom or nnunet layout's options as JSON")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--out-json", type=Path, required=True)

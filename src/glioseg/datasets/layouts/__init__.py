@@ -3,7 +3,7 @@
 Each adapter turns an extracted folder into :class:`~glioseg.datasets.layouts.base.CaseFiles`
 and owns its label convention and its patient-id rule; everything after the
 manifest is layout-agnostic. Families live in their own modules (``brats``,
-``lgg``, ``custom``); this registry names every layout and carries its
+``lgg``, ``custom``, ``nnunet``); this registry names every layout and carries its
 properties, so the workflow asks a layout what it needs instead of keeping
 lists of layout names. The Snakefile imports this package at every start, so
 nothing here may import torch, MONAI or an image library.
@@ -19,13 +19,17 @@ from glioseg.datasets.layouts.base import Layout
 from glioseg.datasets.layouts.brats import BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023
 from glioseg.datasets.layouts.custom import custom_layout
 from glioseg.datasets.layouts.lgg import LGG_KAGGLE3M
+from glioseg.datasets.layouts.nnunet import DESCRIPTION, nnunet_layout, read_dataset_json
 from glioseg.errors import GliosegError
 
 #: Layouts fixed by their dataset's release.
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023, LGG_KAGGLE3M)}
 
 #: Layouts built from the dataset's ``layout_options``; none of them stacks slices.
-LAYOUT_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Layout]] = {"custom": custom_layout}
+LAYOUT_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Layout]] = {"custom": custom_layout, "nnunet": nnunet_layout}
+
+#: Factories whose options are optional, because the dataset describes itself (nnU-Net's dataset.json).
+SELF_DESCRIBED = frozenset({"nnunet"})
 
 
 def layout_names() -> list[str]:
@@ -42,15 +46,24 @@ def _fixed_layout(name: str) -> Layout:
 def get_layout(name: str, options: Mapping[str, Any] | None = None) -> Layout:
     """The layout called ``name``; ``options`` (the dataset's ``layout_options``) configure a ``custom`` one."""
     if name in LAYOUT_FACTORIES:
-        if not options:
+        if not options and name not in SELF_DESCRIBED:
             raise GliosegError(f"the {name} layout needs layout_options",
                                hint="describe the dataset's files under datasets → <name> → layout_options: modalities, "
                                     "label and labels (docs/custom-layout.md has a worked example).")
-        return LAYOUT_FACTORIES[name](options)
+        return LAYOUT_FACTORIES[name](options or {})
     layout = _fixed_layout(name)
     if options:
         raise GliosegError(f"the {name} layout takes no layout_options", hint="remove layout_options, or use layout: custom.")
     return layout
+
+
+def resolve_layout_options(name: str, options: Mapping[str, Any] | None, root: str | Path) -> dict[str, Any]:
+    """The options to build ``name``'s layout for the dataset under ``root``: the config's, plus what the data says
+    of itself (the ``nnunet`` layout's dataset.json), read here once so the manifest knows modalities and labels."""
+    resolved = dict(options or {})
+    if name in SELF_DESCRIBED:
+        resolved[DESCRIPTION] = read_dataset_json(root)
+    return resolved
 
 
 def stacks_slices(layout: str) -> bool:

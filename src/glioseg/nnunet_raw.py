@@ -1,0 +1,244 @@
+"""Exchange with other tools: a glioseg dataset written as an nnU-Net raw dataset, and predictions made elsewhere read in.
+
+:func:`export_nnunet` writes ``DatasetXXX_Name/`` (``dataset.json``,
+``imagesTr/<case>_<XXXX>.nii.gz``, ``labelsTr/``, and ``imagesTs/`` +
+``labelsTs/`` for glioseg's held-out test cases) with a ``splits_final.json``
+that holds glioseg's folds, so that nnU-Net trains on exactly the same folds.
+A dataset the ``nnunet`` layout read is written back as it was: its
+``dataset.json`` is kept (``numTraining`` recounted) and its files copied byte
+for byte. Any other dataset gets a regions-based ``dataset.json`` for TC, WT
+and ET (the regions glioseg trains on); since nnU-Net wants consecutive label
+values, a convention such as BraTS's 0/1/2/4 is renumbered (4 → 3), and the
+``glioseg → label_values`` entry of ``dataset.json`` says how to map nnU-Net's
+predictions back (an external experiment's ``label_map``).
+
+:func:`import_predictions` reads ``<case>.nii.gz`` label maps from any folder
+into ``predictions/<experiment>/fold<k>/<evaluation>/``, checked (every
+case present, on the reference label's grid, with values of the dataset's
+convention once ``label_map`` is applied), so that the score, montage and
+gallery stages treat them as any experiment's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from glioseg.atomic import atomic_dir
+from glioseg.errors import GliosegError
+from glioseg.labels import LabelConvention
+from glioseg.manifest import DatasetInfo, image_column
+from glioseg.nifti import load_image, read_label
+
+log = logging.getLogger(__name__)
+
+#: nnU-Net's names of glioseg's regions, as its BraTS datasets write them.
+REGION_LABELS = {"WT": "whole tumor", "TC": "tumor core", "ET": "enhancing tumor"}
+GEOMETRY_TOLERANCE = 1e-3
+
+
+# ---------------------------------------------------------------- export
+
+
+def nnunet_values(convention: LabelConvention) -> dict[int, int]:
+    """Dataset label value → nnU-Net label value: consecutive from 0, in the order of the values."""
+    return {value: index for index, value in enumerate(sorted(convention.values))}
+
+
+def dataset_json(info: DatasetInfo, n_training: int) -> dict[str, Any]:
+    """nnU-Net v2's dataset.json for a glioseg dataset: its modalities as channels, its regions as nnU-Net regions."""
+    renumber = nnunet_values(info.convention)
+    members = info.convention.members
+    labels: dict[str, Any] = {"background": 0}
+    order = []
+    regions_based = len(members) > 1 or any(len(values) > 1 for values in members.values())
+    for region, value in info.convention.paint:  # outermost first, as nnU-Net paints regions_class_order
+        values = sorted(renumber[v] for v in members[region])
+        labels[REGION_LABELS[region]] = values if regions_based else values[0]
+        order.append(renumber[value])
+    payload: dict[str, Any] = {
+        "channel_names": {str(index): modality for index, modality in enumerate(info.modalities)},
+        "labels": labels,
+        "numTraining": n_training,
+        "file_ending": ".nii.gz",
+        "name": info.name,
+        "description": f"glioseg dataset '{info.name}' (layout {info.layout}); splits_final.json holds glioseg's folds",
+    }
+    if regions_based:
+        payload["regions_class_order"] = order
+    payload["glioseg"] = {"dataset": info.name, "label_values": {str(n): v for v, n in renumber.items() if n != v}}
+    return payload
+
+
+def splits_final(folds: Mapping[str, Any], validation_folds: int | None = None) -> list[dict[str, list[str]]]:
+    """glioseg's folds as nnU-Net's ``splits_final.json``: per fold, the other folds' cases to train and its own to validate.
+
+    ``validation_folds`` is how many folds glioseg validates on (1 for a hold-out split, whose
+    fold 1 only trains); default every fold of the fold JSON.
+    """
+    fold_of = {item["case"]: int(item["fold"]) for item in folds["training"]}
+    count = validation_folds if validation_folds is not None else len(set(fold_of.values()))
+    cases = sorted(fold_of)
+    return [{"train": [c for c in cases if fold_of[c] != k], "val": [c for c in cases if fold_of[c] == k]}
+            for k in range(count)]
+
+
+def _source_dataset_json(manifest: pd.DataFrame) -> Path:
+    """The dataset.json of a dataset the nnunet layout read: beside the folder of its first label."""
+    path = Path(manifest["label"].iloc[0]).parent.parent / "dataset.json"
+    if not path.is_file():
+        raise GliosegError("the nnU-Net dataset.json this dataset was read from is gone", path=path,
+                           hint="restore the dataset folder, or re-run the manifest step.")
+    return path
+
+
+def _copy_nifti(source: Path, target: Path) -> None:
+    """Byte for byte when the endings agree; a ``.nii`` gzipped into a ``.nii.gz`` (the same image)."""
+    if source.name.endswith(".nii") and target.name.endswith(".nii.gz"):
+        with source.open("rb") as raw, gzip.open(target, "wb", compresslevel=6) as packed:
+            shutil.copyfileobj(raw, packed)
+    else:
+        shutil.copyfile(source, target)
+
+
+def _write_labels(source: Path, target: Path, values: Mapping[int, int]) -> None:
+    """The label map with each value renumbered; header and geometry kept."""
+    image = load_image(source)
+    data = read_label(source)
+    lookup = np.zeros(max(values) + 1, np.uint8)
+    for old, new in values.items():
+        lookup[old] = new
+    header = image.header.copy()
+    header.set_data_dtype(np.uint8)
+    nib.save(nib.Nifti1Image(lookup[data], image.affine, header), str(target))
+
+
+def export_nnunet(manifest: pd.DataFrame, info: DatasetInfo, folds: Mapping[str, Any], out: str | Path,
+                  validation_folds: int | None = None) -> dict[str, int]:
+    """Write the dataset as the nnU-Net raw dataset ``out`` (``DatasetXXX_Name``); returns case counts."""
+    out = Path(out)
+    if not out.name.startswith("Dataset") or not out.name[7:10].isdigit() or out.name[10:11] != "_":
+        log.warning("%s: nnU-Net finds raw datasets by folder names Dataset<3 digits>_<name>", out)
+    training = {item["case"] for item in folds["training"]}
+    testing = {item["case"] for item in folds["testing"]}
+    rows = manifest[manifest["case"].isin(training | testing)].sort_values("case")
+    from_nnunet = info.layout == "nnunet"
+    if from_nnunet:
+        description = json.loads(_source_dataset_json(manifest).read_text(encoding="utf-8"))
+        description["numTraining"] = len(training)
+        ending = str(description.get("file_ending", ".nii.gz"))
+        renumber = None
+    else:
+        description = dataset_json(info, len(training))
+        ending = ".nii.gz"
+        renumber = nnunet_values(info.convention)
+        if all(old == new for old, new in renumber.items()):
+            renumber = None
+    with atomic_dir(out) as tmp:
+        for folder in ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if testing else ()):
+            (tmp / folder).mkdir()
+        for _, row in tqdm(rows.iterrows(), total=len(rows), desc=f"exporting {info.name}", unit="case"):
+            part = "Ts" if row["case"] in testing else "Tr"
+            for index, modality in enumerate(info.modalities):
+                _copy_nifti(Path(row[image_column(modality)]), tmp / f"images{part}" / f"{row['case']}_{index:04d}{ending}")
+            target = tmp / f"labels{part}" / f"{row['case']}{ending}"
+            if renumber is None:
+                _copy_nifti(Path(row["label"]), target)
+            else:
+                _write_labels(Path(row["label"]), target, renumber)
+        (tmp / "dataset.json").write_text(json.dumps(description, indent=4) + "\n", encoding="utf-8")
+        (tmp / "splits_final.json").write_text(json.dumps(splits_final(folds, validation_folds), indent=4) + "\n",
+                                               encoding="utf-8")
+    log.info("%s: %d training and %d test cases written to %s", info.name, len(training), len(testing), out)
+    return {"training": len(training), "test": len(testing)}
+
+
+# ---------------------------------------------------------------- predictions made elsewhere
+
+
+def parse_label_map(label_map: Mapping[Any, Any] | None) -> dict[int, int]:
+    """``{value in the predictions: value in the dataset's convention}``, keys from YAML ints or JSON strings."""
+    parsed = {}
+    for key, value in (label_map or {}).items():
+        if not str(key).isdigit() or not str(value).isdigit():
+            raise GliosegError(f"label_map entry {key!r}: {value!r} is not a pair of label values",
+                               hint="write the external experiment's label_map as {value in the predictions: value in the "
+                                    "dataset}, e.g. {3: 4} for nnU-Net's BraTS values.")
+        parsed[int(key)] = int(value)
+    return parsed
+
+
+def _prediction_file(folder: Path, case: str) -> Path | None:
+    for ending in (".nii.gz", ".nii"):
+        if (folder / f"{case}{ending}").is_file():
+            return folder / f"{case}{ending}"
+    return None
+
+
+def import_predictions(source: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: Sequence[str], out: str | Path,
+                       label_map: Mapping[Any, Any] | None = None) -> None:
+    """Check and copy an evaluation's predictions from ``source`` into ``out`` (``<case>.nii.gz`` each).
+
+    Every problem (a missing case, another grid, values outside the
+    convention) is reported at once, naming the folder; nothing is written then.
+    """
+    source, mapping = Path(source), parse_label_map(label_map)
+    if not source.is_dir():
+        raise GliosegError("the folder of external predictions does not exist", path=source,
+                           hint="check the experiment's external → predictions path ({fold} and {evaluation} are filled in).")
+    labels = manifest.set_index("case")["label"]
+    allowed = sorted(info.convention.values)
+    problems: dict[str, str] = {}
+    found: dict[str, tuple[Path, np.ndarray | None]] = {}
+    for case in tqdm(cases, desc=f"checking predictions in {source.name}", unit="case"):
+        path = _prediction_file(source, case)
+        if path is None:
+            problems[case] = f"no {case}.nii.gz"
+            continue
+        try:
+            pred, truth = load_image(path), load_image(labels[case])
+            if pred.shape != truth.shape or not np.allclose(pred.affine, truth.affine, atol=GEOMETRY_TOLERANCE):
+                problems[case] = f"shape {pred.shape} and affine differ from the reference label's {truth.shape} ({labels[case]})"
+                continue
+            values = read_label(path)
+        except GliosegError as exc:
+            problems[case] = exc.problem
+            continue
+        if values.min(initial=0) < 0:
+            problems[case] = f"negative label values {sorted(set(values[values < 0].tolist()))}"
+            continue
+        if mapping:
+            lookup = np.arange(max(int(values.max(initial=0)), *mapping) + 1)
+            for old, new in mapping.items():
+                lookup[old] = new
+            values = lookup[values]
+        bad = sorted(set(np.unique(values).tolist()) - set(allowed))
+        if bad:
+            problems[case] = f"label values {bad} outside the {info.convention.name} convention {allowed}"
+            continue
+        found[case] = (path, values if (mapping or not path.name.endswith(".nii.gz")) else None)
+    if problems:
+        listing = "\n".join(f"    {case}: {problem}" for case, problem in problems.items())
+        raise GliosegError(f"{len(problems)} of {len(cases)} predictions are unusable:\n{listing}", path=source,
+                           hint="predictions are <case>.nii.gz label maps on each case's reference grid, in the dataset's "
+                                "label convention (or give the experiment's external → label_map).")
+    with atomic_dir(out) as tmp:
+        for case, (path, values) in found.items():
+            if values is None:
+                shutil.copyfile(path, tmp / f"{case}.nii.gz")
+            else:
+                image = load_image(path)
+                header = image.header.copy()
+                header.set_data_dtype(np.uint8)
+                nib.save(nib.Nifti1Image(values.astype(np.uint8), image.affine, header), str(tmp / f"{case}.nii.gz"))
+    log.info("%d predictions from %s", len(found), source)

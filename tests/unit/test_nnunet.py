@@ -1,0 +1,244 @@
+"""nnU-Net raw datasets in (the nnunet layout) and out (export-nnunet), and predictions made elsewhere scored as glioseg's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from glioseg.cli import main
+from glioseg.datasets.layouts import get_layout, resolve_layout_options
+from glioseg.errors import GliosegError
+from glioseg.evaluation import cases_for
+from glioseg.labels import BRATS, LabelConvention
+from glioseg.manifest import build_manifest, read_dataset_info, read_manifest, write_manifest
+from glioseg.nnunet_raw import dataset_json, export_nnunet, import_predictions, splits_final
+from glioseg.scoring import score_predictions
+from glioseg.splits import write_given_splits, write_splits
+
+SHAPE = (10, 9, 6)
+AFFINE = np.diag([1.5, 1.5, 2.0, 1.0])
+REGIONS_JSON = {
+    "channel_names": {"0": "T2", "1": "FLAIR"},
+    "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]},
+    "regions_class_order": [1, 2, 3],
+    "numTraining": 4,
+    "file_ending": ".nii.gz",
+    "name": "Tiny",
+}
+TRAINING = ["tiny_000", "tiny_001", "tiny_002", "tiny_003"]
+
+
+def volume(seed: int, labels: bool = False) -> nib.Nifti1Image:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 4, SHAPE).astype(np.uint8) if labels else rng.normal(100, 20, SHAPE).astype(np.float32)
+    return nib.Nifti1Image(data, AFFINE)
+
+
+def nnunet_dataset(root: Path, description: dict = REGIONS_JSON, test_labels: bool = True) -> Path:
+    """``Dataset501_Tiny``: 4 training cases of 2 channels with region labels, 1 test case with its label, splits_final.json."""
+    folder = root / "Dataset501_Tiny"
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+        (folder / sub).mkdir(parents=True)
+    for i, case in enumerate([*TRAINING, "tiny_100"]):
+        part = "Ts" if case == "tiny_100" else "Tr"
+        for channel in range(2):
+            nib.save(volume(10 * i + channel), folder / f"images{part}" / f"{case}_{channel:04d}.nii.gz")
+        if part == "Tr" or test_labels:
+            nib.save(volume(10 * i + 9, labels=True), folder / f"labels{part}" / f"{case}.nii.gz")
+    (folder / "dataset.json").write_text(json.dumps(description, indent=4))
+    (folder / "splits_final.json").write_text(json.dumps(
+        [{"train": TRAINING[2:], "val": TRAINING[:2]}, {"train": TRAINING[:2], "val": TRAINING[2:]}], indent=4))
+    return folder
+
+
+def read(folder: Path, options: dict | None = None, name: str = "tiny"):
+    return build_manifest(folder, "nnunet", name, resolve_layout_options("nnunet", options or {}, folder))
+
+
+def test_the_layout_reads_channels_region_labels_and_labelled_test_cases(tmp_path):
+    folder = nnunet_dataset(tmp_path)
+    frame, info = read(tmp_path)  # the dataset folder is found below the root
+    assert info.modalities == ("t2", "flair") and info.layout == "nnunet"
+    assert info.convention.members == {"TC": frozenset({2, 3}), "WT": frozenset({1, 2, 3}), "ET": frozenset({3})}
+    assert info.convention.paint == (("WT", 1), ("TC", 2), ("ET", 3))
+    assert frame["case"].tolist() == [*TRAINING, "tiny_100"]
+    assert frame["nnunet_set"].tolist() == ["Tr"] * 4 + ["Ts"]
+    row = frame.set_index("case").loc["tiny_001"]
+    assert row["image_flair"] == str(folder / "imagesTr" / "tiny_001_0001.nii.gz")
+    assert row["label"] == str(folder / "labelsTr" / "tiny_001.nii.gz") and row["patient"] == "tiny_001"
+
+
+def test_unlabelled_test_images_are_left_out(tmp_path):
+    nnunet_dataset(tmp_path, test_labels=False)
+    frame, _ = read(tmp_path / "Dataset501_Tiny")
+    assert frame["case"].tolist() == TRAINING
+
+
+def test_regions_class_order_sets_the_values_predictions_are_painted_with(tmp_path):
+    description = {**REGIONS_JSON, "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3},
+                   "regions_class_order": [1, 3, 3]}
+    nnunet_dataset(tmp_path, description)
+    with pytest.raises(GliosegError, match="regions_class_order paints TC with 3, which is not a value of that region alone"):
+        read(tmp_path)
+
+
+def test_a_label_based_dataset_maps_tissue_classes_to_regions(tmp_path):
+    description = {"channel_names": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+                   "labels": {"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3},
+                   "file_ending": ".nii.gz"}
+    layout = get_layout("nnunet", {"dataset_json": description})
+    assert layout.modalities == ("flair", "t1w", "t1gd", "t2w")
+    assert layout.convention.members == {"TC": frozenset({2, 3}), "WT": frozenset({1, 2, 3}), "ET": frozenset({3})}
+    assert layout.convention.paint == (("WT", 1), ("TC", 2), ("ET", 3))
+    unknown = {**description, "labels": {"background": 0, "kidney": 1, "cyst": 2}}
+    with pytest.raises(GliosegError, match=r"label 'kidney' .* is no tumour class") as caught:
+        get_layout("nnunet", {"dataset_json": unknown})
+    assert "layout_options: modalities {channel: name}, labels {value: [TC|WT|ET, ...]}" in caught.value.hint
+    chosen = get_layout("nnunet", {"dataset_json": unknown, "labels": {1: ["WT"], 2: ["TC", "WT"]},
+                                   "modalities": {"0": "flair", "T1w": "t1"}})
+    assert chosen.convention.members == {"TC": frozenset({2}), "WT": frozenset({1, 2})}
+    assert chosen.modalities == ("flair", "t1", "t1gd", "t2w")
+
+
+def test_a_config_is_checked_without_the_data(tmp_path):
+    assert get_layout("nnunet").name == "nnunet"  # no dataset.json yet: options alone
+    with pytest.raises(GliosegError, match="unknown layout_options \\['mask'\\]"):
+        get_layout("nnunet", {"mask": "x"})
+    with pytest.raises(GliosegError, match=r"no folder with a dataset\.json"):
+        resolve_layout_options("nnunet", {}, tmp_path)
+
+
+def tree(folder: Path) -> dict[str, object]:
+    """Every file under ``folder``: JSON parsed, anything else as bytes."""
+    return {p.relative_to(folder).as_posix(): json.loads(p.read_text()) if p.suffix == ".json" else p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_nnunet_dataset_read_and_exported_with_its_split_is_the_same_tree(tmp_path):
+    original = nnunet_dataset(tmp_path / "raw")
+    frame, info = read(original)
+    write_given_splits(frame, info.modalities, original / "splits_final.json", tmp_path / "folds.json", tmp_path / "splits.csv")
+    folds = json.loads((tmp_path / "folds.json").read_text())
+    assert [item["case"] for item in folds["testing"]] == ["tiny_100"]  # imagesTs is nnU-Net's test set
+    exported = tmp_path / "out" / "Dataset501_Tiny"
+    assert export_nnunet(frame, info, folds, exported) == {"training": 4, "test": 1}
+    assert tree(exported) == tree(original)
+
+
+def brats_dataset(tmp_path: Path) -> tuple[pd.DataFrame, LabelConvention]:
+    rows = []
+    for i in range(4):
+        case = f"B{i}"
+        folder = tmp_path / "brats" / case
+        folder.mkdir(parents=True)
+        for channel, modality in enumerate(("t1", "flair")):
+            nib.save(volume(i * 3 + channel), folder / f"{modality}.nii")
+        labels = np.asarray(volume(i * 3 + 2, labels=True).dataobj)
+        nib.save(nib.Nifti1Image(np.where(labels == 3, 4, labels).astype(np.uint8), AFFINE), folder / "seg.nii.gz")
+        rows.append({"case": case, "patient": case, "group": "", "image_t1": str(folder / "t1.nii"),
+                     "image_flair": str(folder / "flair.nii"), "label": str(folder / "seg.nii.gz")})
+    return pd.DataFrame(rows), BRATS
+
+
+def test_a_brats_dataset_is_exported_regions_based_with_consecutive_labels_and_read_back(tmp_path):
+    from glioseg.manifest import DatasetInfo
+
+    frame, convention = brats_dataset(tmp_path)
+    info = DatasetInfo("bt", "custom", ("t1", "flair"), convention)
+    write_splits(frame, info.modalities, 2, 0.0, 0, tmp_path / "folds.json", tmp_path / "splits.csv")
+    folds = json.loads((tmp_path / "folds.json").read_text())
+    out = tmp_path / "Dataset502_bt"
+    export_nnunet(frame, info, folds, out)
+    description = json.loads((out / "dataset.json").read_text())
+    assert description["labels"] == {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3], "enhancing tumor": [3]}
+    assert description["regions_class_order"] == [2, 1, 3] and description["glioseg"]["label_values"] == {"3": 4}
+    assert description["channel_names"] == {"0": "t1", "1": "flair"} and description["numTraining"] == 4
+    written = np.asarray(nib.load(out / "labelsTr" / "B0.nii.gz").dataobj)
+    original = np.asarray(nib.load(frame.loc[0, "label"]).dataobj)
+    assert np.array_equal(written, np.where(original == 4, 3, original))
+    assert np.array_equal(nib.load(out / "imagesTr" / "B0_0001.nii.gz").get_fdata(), nib.load(frame.loc[0, "image_flair"]).get_fdata())
+    split = json.loads((out / "splits_final.json").read_text())
+    assert split == splits_final(folds) and sorted(split[0]["val"] + split[1]["val"]) == ["B0", "B1", "B2", "B3"]
+    _, back_info = read(out, name="bt")
+    assert back_info.convention.members == {"TC": frozenset({1, 3}), "WT": frozenset({1, 2, 3}), "ET": frozenset({3})}
+    assert back_info.convention.paint == (("WT", 2), ("TC", 1), ("ET", 3))
+
+
+def test_a_holdout_split_is_one_nnunet_fold():
+    folds = {"training": [{"case": "a", "fold": 0}, {"case": "b", "fold": 1}, {"case": "c", "fold": 1}], "testing": []}
+    assert splits_final(folds, 1) == [{"train": ["b", "c"], "val": ["a"]}]
+
+
+def test_dataset_json_of_a_single_region_dataset_is_label_based():
+    from glioseg.labels import LGG
+    from glioseg.manifest import DatasetInfo
+
+    payload = dataset_json(DatasetInfo("lgg", "lgg_kaggle3m", ("pre", "flair", "post"), LGG), 3)
+    assert payload["labels"] == {"background": 0, "whole tumor": 1} and "regions_class_order" not in payload
+
+
+# ---------------------------------------------------------------- predictions made elsewhere
+
+
+@pytest.fixture
+def scored(tmp_path):
+    nnunet_dataset(tmp_path / "raw")
+    frame, info = read(tmp_path / "raw")
+    write_manifest(frame, info, tmp_path / "m.csv", tmp_path / "m.json")
+    write_given_splits(frame, info.modalities, tmp_path / "raw/Dataset501_Tiny/splits_final.json", tmp_path / "folds.json",
+                       tmp_path / "splits.csv")
+    internal = tmp_path / "predictions"  # as glioseg's infer writes them: uint8 label maps on the reference grid
+    internal.mkdir()
+    for i, case in enumerate(TRAINING):
+        nib.save(volume(100 + i, labels=True), internal / f"{case}.nii.gz")
+    return tmp_path, read_manifest(tmp_path / "m.csv"), read_dataset_info(tmp_path / "m.json"), internal
+
+
+def test_predictions_scored_from_an_external_folder_equal_the_internal_scores(scored):
+    tmp_path, manifest, info, internal = scored
+    cases = cases_for(tmp_path / "folds.json", 0, "val")
+    imported = tmp_path / "imported"
+    import_predictions(internal, manifest, info, cases, imported)
+    ours = score_predictions(internal, manifest, info, cases, "e", 0)
+    theirs = score_predictions(imported, manifest, info, cases, "e", 0)
+    pd.testing.assert_frame_equal(ours, theirs)
+    assert sorted(p.name for p in imported.iterdir()) == [f"{c}.nii.gz" for c in cases]
+    # and by the command, straight from the outside folder, in the same table format
+    assert main(["score", "--predictions", str(internal), "--manifest", str(tmp_path / "m.csv"), "--info", str(tmp_path / "m.json"),
+                 "--splits", str(tmp_path / "folds.json"), "--fold", "0", "--experiment", "e", "--out", str(tmp_path / "s.csv")]) == 0
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert np.allclose(table["dice"], ours["dice"]) and table["case"].tolist() == ours["case"].tolist()
+
+
+def test_a_label_map_brings_predictions_back_to_the_datasets_values(scored):
+    tmp_path, manifest, info, internal = scored
+    cases = cases_for(tmp_path / "folds.json", 1, "val")
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    for case in cases:
+        image = nib.load(internal / f"{case}.nii.gz")
+        data = np.asarray(image.dataobj)
+        nib.save(nib.Nifti1Image(np.where(data == 3, 7, data).astype(np.uint8), image.affine), shifted / f"{case}.nii")
+    import_predictions(shifted, manifest, info, cases, tmp_path / "back", {"7": 3})
+    pd.testing.assert_frame_equal(score_predictions(internal, manifest, info, cases, "e", 1),
+                                  score_predictions(tmp_path / "back", manifest, info, cases, "e", 1))
+
+
+def test_every_unusable_external_prediction_is_named_at_once(scored):
+    tmp_path, manifest, info, _ = scored
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    nib.save(nib.Nifti1Image(np.full(SHAPE, 5, np.uint8), AFFINE), bad / "tiny_000.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), AFFINE), bad / "tiny_001.nii.gz")
+    with pytest.raises(GliosegError) as caught:
+        import_predictions(bad, manifest, info, ["tiny_000", "tiny_001", "tiny_002"], tmp_path / "out")
+    problem = caught.value.problem
+    assert caught.value.path == bad and "3 of 3 predictions are unusable" in problem
+    assert "tiny_000: label values [5] outside the nnunet convention [0, 1, 2, 3]" in problem
+    assert "tiny_001: shape (4, 4, 4)" in problem and "tiny_002: no tiny_002.nii.gz" in problem
+    assert "label_map" in caught.value.hint and not (tmp_path / "out").exists()
