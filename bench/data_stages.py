@@ -35,6 +35,15 @@ OUT = ROOT / "results" / "data_stages.md"
 SPEC = SyntheticSpec(cases=24, shape=(240, 240, 155), spacing=(1.0, 1.0, 1.0), lgg_fraction=0.25, seed=2026)
 
 
+_AUTOGROUP_FILE = Path("/proc/sys/kernel/sched_autogroup_enabled")
+AUTOGROUP = (
+    " Linux autogroup is on here: the kernel shares the CPUs equally between sessions, not processes, so while "
+    "other sessions keep the cores busy the two workers of one job share that job's one share, and 2 threads "
+    "cannot be faster than 1; the speed-up is only measurable on an otherwise idle machine."
+    if _AUTOGROUP_FILE.exists() and _AUTOGROUP_FILE.read_text().strip() == "1" else ""
+)
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
         if line.startswith("model name"):
@@ -157,14 +166,14 @@ def main() -> None:
         f"`bench/data_stages.py --cases {args.cases} --repeats {args.repeats}` on {time.strftime('%Y-%m-%d %H:%M')}: "
         f"{args.cases} synthetic BraTS-size cases ({shape}, four int16 modalities and a label, "
         f"{size:.2f} GB of `.nii.gz`, in the page cache), each stage run as the pipeline runs it: "
-        "`glioseg --threads N manifest|fingerprint` in a fresh process (the pool's start-up and torch's "
-        "import by `--threads` included).",
+        "`glioseg --threads N manifest|fingerprint` in a fresh process (the pool's start-up "
+        "included; these commands do not import torch).",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}; "
         f"workers started with `{start_method()}`. The machine was shared: 1-minute load average "
         f"{min(loads):.1f} to {max(loads):.1f} during the runs (2 would be this benchmark alone), so the "
         "fastest run of each column is the better estimate; the serial CPU time is what the work costs "
-        "without contention.",
+        "without contention." + AUTOGROUP,
         "",
         "Seconds, fastest / median (every run), thread counts alternating from run to run:",
         "",
