@@ -333,12 +333,23 @@ def embedded_datasets():
     return names
 
 
+def planned_overlap_pairs():
+    """The (train, evaluated) dataset pairs whose same scans the experiments look for (exclusions, cross-dataset evaluations)."""
+    pairs = set()
+    for spec in EXPERIMENTS.values():
+        pairs |= {(other, spec["dataset"]) for other in spec["exclude_overlap_with"]}
+        pairs |= {(spec["dataset"], evaluation["dataset"]) for evaluation in spec["evaluate"] if evaluation["exclude_overlap"]}
+    return pairs
+
+
 def embedding_same_scans():
-    """Overlap tables between every pair of embedded datasets, in the study's order (the overlap rule's (train, evaluated))."""
+    """One overlap table per pair of embedded datasets: the one the experiments already ask for, in whichever
+    direction they ask, so the embedding adds no second overlap job for a pair; otherwise the study's order."""
     if not EMBEDDING["same_scans"]:
         return []
-    names = embedded_datasets()
-    return [RESULTS.shared_scans(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    names, planned = embedded_datasets(), planned_overlap_pairs()
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    return [RESULTS.shared_scans(*((b, a) if (b, a) in planned and (a, b) not in planned else (a, b))) for a, b in pairs]
 
 
 def montage_case_option(wildcards):
