@@ -147,6 +147,16 @@ class Results:
     def slice_scores(self, experiment: Part, fold: Part, evaluation: Part) -> str:
         return f"{self.root}/slice_scores/{experiment}/{_fold_folder(fold)}/{evaluation}.csv"
 
+    # Per (experiment, dataset) of the config's ``predict`` section: label maps for a challenge, never scored.
+
+    def submission(self, experiment: Part, dataset: Part) -> str:
+        """``<case>.nii.gz`` for every case of the dataset (usually an unlabelled one), and nothing else: submission-ready."""
+        return f"{self.root}/submissions/{experiment}/{dataset}"
+
+    def submission_record(self, experiment: Part, dataset: Part) -> str:
+        """What made a submission folder (model checksum, folds, sliding window, labels): ``glioseg predict``'s run record."""
+        return f"{self.root}/submissions/{experiment}/{dataset}.json"
+
     # The study: summary tables and figures.
 
     def summary_csv(self) -> str:
