@@ -7,10 +7,16 @@ records the layout, modalities and label convention (the dataset's
 present and readable, shapes and affines in agreement, image voxels finite,
 labels whole numbers inside the convention, brain masks 0/1 and not empty —
 so a bad case is reported by name before any training starts.
+
+An unlabelled dataset (``labelled: false`` in the config: a challenge's
+validation or test release) is checked the same way without labels: its
+``label`` column is empty, its sidecar says ``"labelled": false``, and it can
+only be predicted, never trained on or scored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -44,6 +50,7 @@ class DatasetInfo:
     modalities: tuple[str, ...]
     convention: LabelConvention
     physical_spacing: bool = True
+    labelled: bool = True
 
     @property
     def distance_unit(self) -> str:
@@ -57,7 +64,7 @@ class DatasetInfo:
             "paint": [list(pair) for pair in self.convention.paint],
         }
         return {"name": self.name, "layout": self.layout, "modalities": list(self.modalities), "label_convention": convention,
-                "physical_spacing": self.physical_spacing}
+                "physical_spacing": self.physical_spacing, "labelled": self.labelled}
 
 
 def image_column(modality: str) -> str:
@@ -74,17 +81,24 @@ def case_problems(files: CaseFiles, layout: Layout) -> list[str]:
     return _case_problems(files, masks=layout.masks, convention=layout.convention)
 
 
-def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention) -> list[str]:
-    """:func:`case_problems` given what it needs of the layout: a layout's ``find_cases`` need not pickle, these do."""
+def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention, labelled: bool = True) -> list[str]:
+    """:func:`case_problems` given what it needs of the layout: a layout's ``find_cases`` need not pickle, these do.
+
+    Without ``labelled`` the case's label, if any, is not read: the images (and mask) are checked alone.
+    """
+    if not labelled:
+        files = dataclasses.replace(files, label=None)
     missing = [m for m, p in files.images.items() if p is None]
-    if files.label is None:
+    if labelled and files.label is None:
         missing.append("label")
     if masks and files.mask is None:
         missing.append("mask")
     if missing:
         return [f"missing {', '.join(missing)}"]
     problems: list[str] = []
-    paths = {**dict(files.images.items()), "label": files.label}
+    paths = {**dict(files.images.items())}
+    if labelled:
+        paths["label"] = files.label
     if masks:
         paths["mask"] = files.mask
     headers = {}
@@ -112,7 +126,7 @@ def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention
             problems.append(f"{name}: {exc.problem} ({path})")
     if problems:
         return problems
-    bad = unexpected_labels(volumes["label"], convention)
+    bad = unexpected_labels(volumes["label"], convention) if labelled else None
     if bad:
         problems.append(f"label values {bad} outside the {convention.name} convention {sorted(convention.values)}")
     if "mask" in volumes and not volumes["mask"].any():
@@ -120,10 +134,10 @@ def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention
     return problems
 
 
-def _row(files: CaseFiles) -> dict[str, str]:
+def _row(files: CaseFiles, labelled: bool) -> dict[str, str]:
     row = {"case": files.case, "patient": files.patient, "group": files.group}
     row.update({image_column(m): str(p) for m, p in files.images.items()})
-    row["label"] = str(files.label)
+    row["label"] = str(files.label) if labelled else ""
     if files.mask is not None:
         row["mask"] = str(files.mask)
     row.update(files.extra)
@@ -131,10 +145,12 @@ def _row(files: CaseFiles) -> dict[str, str]:
 
 
 def build_manifest(raw: str | Path, layout_name: str, dataset: str,
-                   options: Mapping[str, Any] | None = None, *, threads: int = 1) -> tuple[pd.DataFrame, DatasetInfo]:
+                   options: Mapping[str, Any] | None = None, *, threads: int = 1,
+                   labelled: bool = True) -> tuple[pd.DataFrame, DatasetInfo]:
     """Find and validate every case under ``raw``; raise one error naming every bad case.
 
     ``options`` are the dataset's ``layout_options`` (the ``custom`` layout's file patterns and labels).
+    ``labelled=False`` (the config's ``labelled: false``): no case needs a label, and none is read or recorded.
     Cases are checked ``threads`` at a time, in worker processes (:func:`glioseg.parallel.map_cases`);
     the manifest and the error are the same whatever ``threads`` is.
     """
@@ -144,24 +160,28 @@ def build_manifest(raw: str | Path, layout_name: str, dataset: str,
         raise GliosegError("dataset folder not found", path=root, hint="run the acquire step first, or fix the dataset's source path.")
     cases = layout.find_cases(root)
     if not cases:
-        raise GliosegError(
-            f"no cases in the {layout.name} layout were found",
-            path=root,
-            hint=f"check that the dataset's 'layout' ({layout.name}) matches the files, or that the archive is the right one.",
-        )
-    check = partial(_case_problems, masks=layout.masks, convention=layout.convention)
+        hint = f"check that the dataset's 'layout' ({layout.name}) matches the files, or that the archive is the right one."
+        if not labelled:
+            hint += (" The brats2018/2019 layouts read only HGG/LGG case folders and brats2020/2023 skip unlabelled cases "
+                     "under a *ValidationData* folder: read such a release with layout: custom (docs/custom-layout.md).")
+        raise GliosegError(f"no cases in the {layout.name} layout were found", path=root, hint=hint)
+    if not labelled and any(files.label is not None for files in cases):
+        log.info("%s is unlabelled (labelled: false): its label files are not read", dataset)
+    check = partial(_case_problems, masks=layout.masks, convention=layout.convention, labelled=labelled)
     found = map_cases(check, cases, threads=threads, desc=f"checking {dataset}", name=lambda files: files.case)
     bad = {files.case: problems for files, problems in zip(cases, found) if problems}
     if bad:
         listing = "\n".join(f"    {case}: {'; '.join(p)}" for case, p in bad.items())
-        raise GliosegError(
-            f"{len(bad)} of {len(cases)} cases are unusable:\n{listing}",
-            path=root,
-            hint="replace or remove those case folders (or fix the archive) and run again; nothing downstream was written.",
-        )
-    frame = pd.DataFrame([_row(files) for files in cases])
+        unlabelled = sum(files.label is None for files in cases) if labelled else 0
+        hint = "replace or remove those case folders (or fix the archive) and run again; nothing downstream was written."
+        if unlabelled:
+            hint = (f"{unlabelled} of {len(cases)} cases have no label file. If the dataset has no labels (a validation "
+                    f"or test release), set datasets → {dataset} → labelled: false in the config: it is then only "
+                    f"predicted (the config's predict section), never trained on or scored. Otherwise {hint}")
+        raise GliosegError(f"{len(bad)} of {len(cases)} cases are unusable:\n{listing}", path=root, hint=hint)
+    frame = pd.DataFrame([_row(files, labelled) for files in cases])
     log.info("%s: %d cases, %d patients", dataset, len(frame), frame["patient"].nunique())
-    return frame, DatasetInfo(dataset, layout.name, layout.modalities, layout.convention, layout.physical_spacing)
+    return frame, DatasetInfo(dataset, layout.name, layout.modalities, layout.convention, layout.physical_spacing, labelled)
 
 
 def write_manifest(frame: pd.DataFrame, info: DatasetInfo, out_csv: str | Path, out_json: str | Path) -> None:
@@ -180,7 +200,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 def read_dataset_info(path: str | Path) -> DatasetInfo:
     """Read a manifest sidecar; the label convention is stored in full, so custom conventions survive.
 
-    A sidecar written before ``physical_spacing`` existed is read as physical (millimetres).
+    A sidecar written before ``physical_spacing`` existed is read as physical (millimetres), one before
+    ``labelled`` existed as labelled.
     """
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
     stored = payload["label_convention"]
@@ -190,7 +211,7 @@ def read_dataset_info(path: str | Path) -> DatasetInfo:
         paint=tuple((region, int(value)) for region, value in stored["paint"]),
     )
     return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), convention,
-                       payload.get("physical_spacing", True))
+                       payload.get("physical_spacing", True), payload.get("labelled", True))
 
 
 def modality_columns(frame: pd.DataFrame, modalities: Sequence[str]) -> list[str]:

@@ -159,3 +159,62 @@ def test_two_threads_name_every_bad_case_as_one_thread_does(raw_copy):
     assert messages[0] == messages[1]
     assert "2 of 6 cases are unusable" in messages[1] and "BraTS2021_00001: missing t2" in messages[1]
     assert "BraTS2021_00004: flair:" in messages[1] and str(flair) in messages[1]
+
+
+# ---------------------------------------------------------------- unlabelled datasets (labelled: false)
+
+
+def _without_labels(raw_copy):
+    for seg in raw_copy.glob("*/*_seg.nii.gz"):
+        seg.unlink()
+    return raw_copy
+
+
+def test_an_unlabelled_dataset_is_checked_without_labels_and_records_none(raw_copy, tmp_path):
+    frame, info = build_manifest(_without_labels(raw_copy), "brats2021", "val", labelled=False)
+    assert list(frame["case"]) == [f"BraTS2021_{i:05d}" for i in range(6)]
+    assert (frame["label"] == "").all() and frame.loc[0, "image_t1"].endswith("BraTS2021_00000_t1.nii.gz")
+    write_manifest(frame, info, tmp_path / "val.csv", tmp_path / "val.json")
+    assert read_dataset_info(tmp_path / "val.json").labelled is False
+    assert (read_manifest(tmp_path / "val.csv")["label"] == "").all()
+
+
+def test_an_unlabelled_dataset_still_has_its_images_checked(raw_copy):
+    (_without_labels(raw_copy) / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz").unlink()
+    with pytest.raises(GliosegError, match="1 of 6 cases are unusable:\n    BraTS2021_00001: missing t2\n  What to do: replace"):
+        build_manifest(raw_copy, "brats2021", "val", labelled=False)
+
+
+def test_the_label_files_of_an_unlabelled_dataset_are_not_read(raw_copy):
+    """A validation release may ship a few files named as labels: they are neither checked nor recorded."""
+    seg = raw_copy / "BraTS2021_00002" / "BraTS2021_00002_seg.nii.gz"
+    seg.write_bytes(b"not a nifti")
+    frame, info = build_manifest(raw_copy, "brats2021", "val", labelled=False)
+    assert (frame["label"] == "").all() and not info.labelled
+
+
+def test_missing_labels_of_a_labelled_dataset_are_named_with_the_way_out(raw_copy):
+    for case in ("BraTS2021_00001", "BraTS2021_00004"):
+        (raw_copy / case / f"{case}_seg.nii.gz").unlink()
+    with pytest.raises(GliosegError) as error:
+        build_manifest(raw_copy, "brats2021", "val")
+    message = error.value.message
+    assert "2 of 6 cases are unusable" in message and "BraTS2021_00001: missing label" in message
+    assert "2 of 6 cases have no label file" in message and "datasets → val → labelled: false" in message
+
+
+def test_a_labelled_sidecar_says_so_and_an_old_one_reads_as_labelled(tiny_manifest, tmp_path):
+    import json
+
+    payload = json.loads(tiny_manifest[1].read_text())
+    assert payload["labelled"] is True
+    del payload["labelled"]
+    (tmp_path / "old.json").write_text(json.dumps(payload))
+    assert read_dataset_info(tmp_path / "old.json").labelled is True
+
+
+def test_the_manifest_command_takes_unlabelled(raw_copy, tmp_path):
+    argv = ["manifest", "--raw", str(_without_labels(raw_copy)), "--layout", "brats2021", "--dataset", "val", "--unlabelled",
+            "--out-csv", str(tmp_path / "val.csv"), "--out-json", str(tmp_path / "val.json")]
+    assert cli_main(argv) == 0
+    assert not read_dataset_info(tmp_path / "val.json").labelled

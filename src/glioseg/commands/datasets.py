@@ -23,7 +23,8 @@ def manifest(args: argparse.Namespace) -> None:
     from glioseg.manifest import build_manifest, write_manifest
 
     options = resolve_layout_options(args.layout, args.layout_options, args.raw)  # nnunet: its dataset.json
-    frame, info = build_manifest(args.raw, args.layout, args.dataset, options, threads=args.threads or 1)
+    frame, info = build_manifest(args.raw, args.layout, args.dataset, options, threads=args.threads or 1,
+                                 labelled=not args.unlabelled)
     write_manifest(frame, info, args.out_csv, args.out_json)
 
 
@@ -78,6 +79,8 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--layout", required=True)
     p.add_argument("--layout-options", type=json_arg, default={}, help="the custom or nnunet layout's options as JSON")
     p.add_argument("--dataset", required=True)
+    p.add_argument("--unlabelled", action="store_true",
+                   help="the dataset has no labels (labelled: false): cases need none, and none is read or recorded")
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--out-json", type=Path, required=True)
 
