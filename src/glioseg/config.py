@@ -126,8 +126,67 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, *, sourc
     for name, dataset in resolved["datasets"].items():
         check_layout_options(name, dataset["layout"], dataset.get("layout_options"), source)
     _check_given_splits(resolved, source)
+    _check_unlabelled(resolved, source)
     _check_references(resolved, source)
+    _check_predictions(resolved, source)
     return resolved
+
+
+def is_labelled(config: Mapping[str, Any], dataset: str) -> bool:
+    """Whether a dataset has labels; one with ``labelled: false`` is only predicted (the ``predict`` section)."""
+    return config["datasets"][dataset]["labelled"]
+
+
+def _check_unlabelled(config: Mapping[str, Any], source: str) -> None:
+    """An unlabelled dataset is used for nothing that needs labels: training, scoring, nnU-Net export, data views."""
+    unlabelled = [name for name, dataset in config["datasets"].items() if not dataset["labelled"]]
+    uses = [(f"experiment '{name}' trains on it", experiment["dataset"]) for name, experiment in config["experiments"].items()]
+    uses += [(f"experiment '{name}' is scored on it (evaluate)", evaluation["dataset"])
+             for name, experiment in config["experiments"].items() for evaluation in experiment.get("evaluate", [])]
+    uses += [("export_nnunet writes its labels for nnU-Net", name) for name in unlabelled
+             if "export_nnunet" in config["datasets"][name]]
+    uses += [("views → embedding → datasets profiles its labels", name)
+             for name in config.get("views", {}).get("embedding", {}).get("datasets", [])]
+    for use, dataset in uses:
+        if dataset in unlabelled:
+            raise GliosegError(
+                f"dataset '{dataset}' has no labels (labelled: false), but {use}: an unlabelled dataset cannot be "
+                "trained on or scored, only predicted",
+                path=source,
+                hint=f"name it in the predict section instead (predict: [{{experiment: <experiment>, dataset: {dataset}}}] "
+                     f"writes submissions/<experiment>/{dataset}/<case>.nii.gz), or set labelled: true if it has labels.",
+            )
+
+
+def _check_predictions(config: Mapping[str, Any], source: str) -> None:
+    """Each ``predict`` entry names an experiment with models of ours, a dataset of the study, and folds it trains."""
+    seen: set[tuple[str, str]] = set()
+    for entry in config["predict"]:
+        name, dataset = entry["experiment"], entry["dataset"]
+        where = f"predict → {{experiment: {name}, dataset: {dataset}}}"
+        problem, hint = None, None
+        if name not in config["experiments"]:
+            problem, hint = f"experiment '{name}' is not defined", f"use one of {sorted(config['experiments'])}."
+        elif "external" in config["experiments"][name]:
+            problem, hint = (f"experiment '{name}' is external: glioseg has no models of it to predict with",
+                             "name an experiment that trains (or imports) glioseg models.")
+        elif dataset not in config["datasets"]:
+            problem, hint = f"dataset '{dataset}' is not defined", f"use one of {sorted(config['datasets'])}."
+        elif (name, dataset) in seen:
+            problem, hint = "listed twice (both would write one submission folder)", "keep one entry."
+        elif entry["ensemble"] and "fold" in entry:
+            problem, hint = "gives a fold with ensemble: true", "set ensemble: false to predict with that fold alone."
+        elif not entry["ensemble"] and entry.get("fold") not in experiment_folds(config, name):
+            problem, hint = (f"ensemble: false needs a fold the experiment trains, one of {experiment_folds(config, name)}",
+                             "give fold: <k>, or leave ensemble out to average every fold model.")
+        if problem:
+            raise GliosegError(f"{where}: {problem}", path=source, hint=hint)
+        seen.add((name, dataset))
+
+
+def prediction_folds(config: Mapping[str, Any], entry: Mapping[str, Any]) -> list[int]:
+    """The fold models a ``predict`` entry predicts with: every fold of its experiment, or its one ``fold``."""
+    return experiment_folds(config, entry["experiment"]) if entry["ensemble"] else [entry["fold"]]
 
 
 def _check_references(config: dict[str, Any], source: str) -> None:
