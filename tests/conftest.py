@@ -27,3 +27,15 @@ def tiny_manifest(tiny_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     frame, info = build_manifest(tiny_raw, "brats2021", "tiny")
     write_manifest(frame, info, out / "tiny.csv", out / "tiny.json")
     return out / "tiny.csv", out / "tiny.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_manifest: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dataset preprocessed with margin 0, shared read-only by the tests that train or read patches."""
+    from glioseg.manifest import read_dataset_info, read_manifest
+    from glioseg.preprocess import preprocess_dataset
+
+    csv, info_json = tiny_manifest
+    out = tmp_path_factory.mktemp("cache") / "tiny"
+    preprocess_dataset(read_manifest(csv), read_dataset_info(info_json), out, margin=0)
+    return out

@@ -31,12 +31,9 @@ from .test_config import SCHEMA
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def cache(tiny_manifest, tmp_path_factory):
-    csv, info_json = tiny_manifest
-    out = tmp_path_factory.mktemp("cache") / "tiny"
-    preprocess_dataset(read_manifest(csv), read_dataset_info(info_json), out, margin=0)
-    return out
+@pytest.fixture
+def cache(tiny_cache):
+    return tiny_cache
 
 
 def settings(epochs: int = 3, **changes) -> TrainingSettings:

@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from glioseg.manifest import read_dataset_info, read_manifest
-from glioseg.preprocess import preprocess_dataset
 from glioseg.settings import Augmentation
 from glioseg.training.data import ReadPatchd, case_items, resolve_workers, train_loader, train_transforms
 
@@ -13,12 +11,9 @@ NO_AUGMENTATION = Augmentation(flip_prob=0.0, scale_intensity=0.0, shift_intensi
 CASES = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"]
 
 
-@pytest.fixture(scope="module")
-def cache(tiny_manifest, tmp_path_factory):
-    csv, info_json = tiny_manifest
-    out = tmp_path_factory.mktemp("cache") / "tiny"
-    preprocess_dataset(read_manifest(csv), read_dataset_info(info_json), out, margin=0)
-    return out
+@pytest.fixture
+def cache(tiny_cache):
+    return tiny_cache
 
 
 def patches(cache, patch, fraction, draws=12, slice_index=None):
