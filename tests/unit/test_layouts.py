@@ -177,6 +177,67 @@ def test_a_case_found_twice_is_refused(brats2023):
         get_layout("brats2023").find_cases(brats2023)
 
 
+@pytest.mark.parametrize("cohort", ["GLI", "MEN", "MET", "PED", "SSA"])
+def test_each_brats2023_cohort_reads_its_own_case_folders(tmp_path, cohort):
+    for other in ("GLI", "MEN", "MET", "PED", "SSA"):  # every cohort extracted side by side, as a user might
+        training = tmp_path / f"ASNR-MICCAI-BraTS2023-{other}-Challenge-TrainingData"
+        for case in (f"BraTS-{other}-00004-000", f"BraTS-{other}-00004-001", f"BraTS-{other}-00010-000"):
+            brats_case(training / case, "-", BRATS2023_MODALITIES, ".nii.gz", [0, 1, 2, 3])
+    frame, info = build_manifest(tmp_path, "brats2023", "d", {"cohort": cohort})
+    assert list(frame["case"]) == [f"BraTS-{cohort}-00004-000", f"BraTS-{cohort}-00004-001", f"BraTS-{cohort}-00010-000"]
+    assert list(frame["patient"]) == [f"BraTS-{cohort}-00004"] * 2 + [f"BraTS-{cohort}-00010"]
+    folder = tmp_path / f"ASNR-MICCAI-BraTS2023-{cohort}-Challenge-TrainingData" / f"BraTS-{cohort}-00010-000"
+    assert images(frame, BRATS2023_MODALITIES)[2] == [str(folder / f"BraTS-{cohort}-00010-000-{m}.nii.gz") for m in BRATS2023_MODALITIES]
+    assert frame.loc[2, "label"] == str(folder / f"BraTS-{cohort}-00010-000-seg.nii.gz")
+    assert info.layout == "brats2023" and info.modalities == BRATS2023_MODALITIES and info.convention == BRATS2023
+
+
+def test_brats2023_without_a_cohort_reads_adult_glioma(brats2023):
+    men = brats2023 / "ASNR-MICCAI-BraTS2023-MEN-Challenge-TrainingData" / "BraTS-MEN-00004-000"
+    brats_case(men, "-", BRATS2023_MODALITIES, ".nii.gz", [0, 1, 2, 3])
+    assert [c.case for c in get_layout("brats2023").find_cases(brats2023)] == \
+        [c.case for c in get_layout("brats2023", {"cohort": "GLI"}).find_cases(brats2023)] == \
+        ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000"]
+
+
+def test_a_cohort_without_cases_finds_none(brats2023):
+    with pytest.raises(GliosegError, match="no cases in the brats2023 layout were found"):
+        build_manifest(brats2023, "brats2023", "d", {"cohort": "PED"})
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"cohort": "GBM"}, r"unknown BraTS 2023 cohort 'GBM'; known cohorts: \['GLI', 'MEN', 'MET', 'PED', 'SSA'\]"),
+    ({"cohort": "gli"}, "unknown BraTS 2023 cohort 'gli'"),
+    ({"cohort": "MEN", "year": 2024}, r"unknown brats2023 layout_options \['year'\]"),
+])
+def test_brats2023_options_are_checked_before_any_data_is_read(options, message):
+    with pytest.raises(GliosegError, match=f"dataset 'd': {message}"):
+        check_layout_options("d", "brats2023", options)
+
+
+def test_schema_lists_the_brats2023_cohorts():
+    from glioseg.datasets.layouts.brats import BRATS2023_COHORTS, BRATS2023_OPTIONS
+
+    options = yaml.safe_load(SCHEMA.read_text())["definitions"]["brats2023_layout_options"]
+    assert set(options["properties"]) == BRATS2023_OPTIONS and options["additionalProperties"] is False
+    assert options["properties"]["cohort"]["enum"] == list(BRATS2023_COHORTS) and options["properties"]["cohort"]["default"] == "GLI"
+
+
+def test_the_config_takes_a_brats2023_cohort_and_no_other_option():
+    from glioseg.config import validate_config
+
+    def config(**dataset: object) -> dict:
+        return {"datasets": {"d": {"source": {"path": "raw"}, "layout": "brats2023", **dataset}},
+                "experiments": {"e": {"dataset": "d", "model": {"name": "unet"}}}}
+
+    assert "layout_options" not in validate_config(config(), SCHEMA)["datasets"]["d"]
+    assert validate_config(config(layout_options={"cohort": "MET"}), SCHEMA)["datasets"]["d"]["layout_options"] == {"cohort": "MET"}
+    with pytest.raises(GliosegError, match=r"'met' is not one of \['GLI', 'MEN', 'MET', 'PED', 'SSA'\]"):
+        validate_config(config(layout_options={"cohort": "met"}), SCHEMA)
+    with pytest.raises(GliosegError, match=r"Additional properties are not allowed \('modalities'"):
+        validate_config(config(layout_options={"modalities": {"t1": "t1.nii.gz"}}), SCHEMA)
+
+
 # ---------------------------------------------------------------- custom
 
 CUSTOM = {
@@ -309,11 +370,12 @@ def test_schema_enum_names_exactly_the_registered_layouts():
     definitions = yaml.safe_load(SCHEMA.read_text())["definitions"]
     dataset = definitions["dataset"]
     assert dataset["properties"]["layout"]["enum"] == layout_names()
-    custom, fixed, nnunet = dataset["allOf"]
+    custom, fixed, nnunet, brats2023 = dataset["allOf"]
     assert custom["if"]["properties"]["layout"] == {"const": "custom"} and custom["then"]["required"] == ["layout_options"]
     assert fixed["if"]["properties"]["layout"]["enum"] == sorted(LAYOUTS)
     assert nnunet["if"]["properties"]["layout"] == {"const": "nnunet"} and "required" not in nnunet["then"]
     assert set(definitions["nnunet_layout_options"]["properties"]) == NNUNET_OPTIONS
+    assert brats2023["if"]["properties"]["layout"] == {"const": "brats2023"} and "required" not in brats2023["then"]
 
 
 def test_schema_layout_options_are_exactly_the_custom_layouts():

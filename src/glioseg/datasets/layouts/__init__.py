@@ -16,20 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from glioseg.datasets.layouts.base import Layout
-from glioseg.datasets.layouts.brats import BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023
+from glioseg.datasets.layouts.brats import BRATS2018, BRATS2019, BRATS2020, BRATS2021, brats2023_layout
 from glioseg.datasets.layouts.custom import custom_layout
 from glioseg.datasets.layouts.lgg import LGG_KAGGLE3M
 from glioseg.datasets.layouts.nnunet import DESCRIPTION, nnunet_layout, read_dataset_json
 from glioseg.errors import GliosegError
 
 #: Layouts fixed by their dataset's release.
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2018, BRATS2019, BRATS2020, BRATS2021, BRATS2023, LGG_KAGGLE3M)}
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (BRATS2018, BRATS2019, BRATS2020, BRATS2021, LGG_KAGGLE3M)}
 
 #: Layouts built from the dataset's ``layout_options``; none of them stacks slices.
-LAYOUT_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Layout]] = {"custom": custom_layout, "nnunet": nnunet_layout}
+LAYOUT_FACTORIES: dict[str, Callable[[Mapping[str, Any]], Layout]] = {
+    "brats2023": brats2023_layout, "custom": custom_layout, "nnunet": nnunet_layout}
 
 #: Factories whose options are optional, because the dataset describes itself (nnU-Net's dataset.json).
 SELF_DESCRIBED = frozenset({"nnunet"})
+
+#: Factories that may be given no options at all: the self-described ones, and brats2023 (cohort GLI by default).
+OPTIONS_OPTIONAL = SELF_DESCRIBED | {"brats2023"}
 
 
 def layout_names() -> list[str]:
@@ -44,9 +48,10 @@ def _fixed_layout(name: str) -> Layout:
 
 
 def get_layout(name: str, options: Mapping[str, Any] | None = None) -> Layout:
-    """The layout called ``name``; ``options`` (the dataset's ``layout_options``) configure a ``custom`` one."""
+    """The layout called ``name``; ``options`` (the dataset's ``layout_options``) configure a ``custom``, ``nnunet``
+    or ``brats2023`` one (its cohort)."""
     if name in LAYOUT_FACTORIES:
-        if not options and name not in SELF_DESCRIBED:
+        if not options and name not in OPTIONS_OPTIONAL:
             raise GliosegError(f"the {name} layout needs layout_options",
                                hint="describe the dataset's files under datasets → <name> → layout_options: modalities, "
                                     "label and labels (docs/custom-layout.md has a worked example).")

@@ -1,4 +1,4 @@
-"""The BraTS releases 2018, 2019, 2020, 2021 and 2023, each as its Kaggle upload lays it out.
+"""The BraTS releases 2018, 2019, 2020, 2021 and 2023 (any of its five cohorts), each as its Kaggle upload lays it out.
 
 Each case is its own patient except in 2023, whose case ids carry a
 timepoint; the releases differ in prefixes, separators, file extensions and
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from glioseg.datasets.layouts.base import CaseFiles, Layout
 from glioseg.datasets.layouts.folders import case_folders, existing_file, in_case_order
@@ -150,37 +152,68 @@ def _brats2020_cases(root: Path) -> list[CaseFiles]:
 
 # ---------------------------------------------------------------- 2023
 
-_BRATS2023_CASE = re.compile(r"^(?P<patient>BraTS-GLI-\d{5})-\d{3}$")
+#: The BraTS 2023 segmentation cohorts, as their case ids spell them: adult glioma, meningioma, brain
+#: metastases, paediatric tumours, sub-Saharan African glioma. All share the file naming and the labels.
+BRATS2023_COHORTS: tuple[str, ...] = ("GLI", "MEN", "MET", "PED", "SSA")
+
+#: The keys the brats2023 layout's ``layout_options`` may hold (the config schema lists the same).
+BRATS2023_OPTIONS = frozenset({"cohort"})
+
+_BRATS2023_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 
 
-def _brats2023_cases(root: Path) -> list[CaseFiles]:
-    """BraTS 2023 glioma (GLI): ``ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData/BraTS-GLI-XXXXX-YYY/
-    BraTS-GLI-XXXXX-YYY-{t1n,t1c,t2w,t2f,seg}.nii.gz``.
+def brats2023_cohort(options: Mapping[str, Any]) -> str:
+    """The cohort the options name (``GLI`` when they name none), refused unless it is a BraTS 2023 cohort."""
+    unknown = sorted(set(options) - BRATS2023_OPTIONS)
+    if unknown:
+        raise GliosegError(f"unknown brats2023 layout_options {unknown}; allowed: {sorted(BRATS2023_OPTIONS)}",
+                           hint=f"give at most layout_options: {{cohort: <one of {list(BRATS2023_COHORTS)}>}}.")
+    cohort = str(options.get("cohort", "GLI"))
+    if cohort not in BRATS2023_COHORTS:
+        raise GliosegError(f"unknown BraTS 2023 cohort {cohort!r}; known cohorts: {list(BRATS2023_COHORTS)}",
+                           hint="write the cohort as the case ids do (BraTS-MEN-00004-000 is cohort MEN).")
+    return cohort
+
+
+def _brats2023_cases(root: Path, cohort: str) -> list[CaseFiles]:
+    """BraTS 2023, one cohort: ``ASNR-MICCAI-BraTS2023-<COHORT>-Challenge-TrainingData/BraTS-<COHORT>-XXXXX-YYY/
+    BraTS-<COHORT>-XXXXX-YYY-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (the wrapping folders vary between uploads and
+    are not read).
 
     Quirks: hyphens, not underscores; new modality names (t1n = T1, t1c = T1
     post-contrast, t2w = T2, t2f = FLAIR); labels 1/2/3 with 3 = enhancing
-    tumour. ``YYY`` is the timepoint: ``BraTS-GLI-XXXXX`` is the patient, so a
-    patient's timepoints stay in one split. Unlabelled cases of the
-    ``...-ValidationData`` release are skipped, as for 2020.
+    tumour, the same in every cohort. ``YYY`` is the timepoint: ``BraTS-<COHORT>-XXXXX``
+    is the patient, so a patient's timepoints stay in one split. Only the
+    cohort's own case folders are read, so another cohort's cases beside them
+    are left out. Unlabelled cases of the ``...-ValidationData`` release are
+    skipped, as for 2020.
     """
+    pattern = re.compile(rf"^(?P<patient>BraTS-{cohort}-\d{{5}})-\d{{3}}$")
     found = (
         (
             folder,
             CaseFiles(
                 case=folder.name,
-                patient=_BRATS2023_CASE.match(folder.name)["patient"],
+                patient=pattern.match(folder.name)["patient"],
                 group="",
-                images={m: _nifti(folder, f"{folder.name}-{m}") for m in BRATS2023.modalities},
+                images={m: _nifti(folder, f"{folder.name}-{m}") for m in _BRATS2023_MODALITIES},
                 label=_nifti(folder, f"{folder.name}-seg"),
             ),
         )
-        for folder in case_folders(root, _BRATS2023_CASE)
+        for folder in case_folders(root, pattern)
     )
     return in_case_order(_without_unlabelled_validation(found), root)
+
+
+def brats2023_layout(options: Mapping[str, Any]) -> Layout:
+    """The BraTS 2023 layout of the cohort ``layout_options → cohort`` names (default ``GLI``, adult glioma)."""
+    cohort = brats2023_cohort(options)
+    return Layout("brats2023", _BRATS2023_MODALITIES, BRATS2023_LABELS, partial(_brats2023_cases, cohort=cohort))
 
 
 BRATS2018 = Layout("brats2018", _BRATS_MODALITIES, BRATS, _brats2018_cases)
 BRATS2019 = Layout("brats2019", _BRATS_MODALITIES, BRATS, _brats2019_cases)
 BRATS2020 = Layout("brats2020", _BRATS_MODALITIES, BRATS, _brats2020_cases)
 BRATS2021 = Layout("brats2021", _BRATS_MODALITIES, BRATS, _brats2021_cases)
-BRATS2023 = Layout("brats2023", ("t1n", "t1c", "t2w", "t2f"), BRATS2023_LABELS, _brats2023_cases)
+BRATS2023 = brats2023_layout({})
+"""The adult glioma (GLI) cohort, the brats2023 layout without options."""
