@@ -5,10 +5,16 @@ truth from the raw dataset, so a score covers the whole chain, including the
 mapping back to the original geometry and label convention. Distances are in
 the dataset's voxel spacing: millimetres, or pixels where the spacing is not a
 physical size (the ``hd95_unit`` column says which).
+
+Every region row also carries the BraTS 2023 lesion-wise scores
+(``LESION_SCORE_COLUMNS``), matched with the settings of the case's BraTS 2023
+cohort, read from its id (``BraTS-MET-00001-000`` is MET), and with the adult
+glioma (GLI) settings for any other case id.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +27,11 @@ from tqdm import tqdm
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo
-from glioseg.metrics import score_region
+from glioseg.metrics import BRATS2023_LESION_PARAMETERS, LesionWiseParameters, LesionWiseScore, score_lesions, score_region
 from glioseg.nifti import load_image, read_label, voxel_spacing
-from glioseg.tables import HD95_UNIT, SCORE_COLUMNS, SLICE_SCORE_COLUMNS
+from glioseg.tables import HD95_UNIT, LESION_SCORE_COLUMNS, SCORE_COLUMNS, SLICE_SCORE_COLUMNS
+
+_BRATS2023_CASE = re.compile(r"^BraTS-(?P<cohort>[A-Z]{3})-\d{5}-\d{3}$")
 
 
 def _regions(path: Path | str, convention: LabelConvention) -> np.ndarray:
@@ -42,12 +50,27 @@ def _checked_geometry(prediction: Path | str, truth: Path | str) -> tuple[np.nda
     return pred_image, truth_image
 
 
-def score_case(prediction: Path | str, truth: Path | str, convention: LabelConvention) -> list[dict]:
-    """One row per region for one case."""
+def lesion_parameters(case: str) -> LesionWiseParameters:
+    """The lesion-wise settings for ``case``: its BraTS 2023 cohort's, read from the case id, else the glioma (GLI) ones."""
+    match = _BRATS2023_CASE.match(case)
+    return BRATS2023_LESION_PARAMETERS.get(match["cohort"] if match else "GLI", BRATS2023_LESION_PARAMETERS["GLI"])
+
+
+def _lesion_columns(score: LesionWiseScore) -> dict:
+    return dict(zip(LESION_SCORE_COLUMNS, (score.dice, score.hd95, score.lesions_found, score.lesions_missed,
+                                           score.false_lesions), strict=True))
+
+
+def score_case(prediction: Path | str, truth: Path | str, convention: LabelConvention,
+               lesions: LesionWiseParameters | None = None) -> list[dict]:
+    """One row per region for one case: the whole-region scores, then the lesion-wise ones (``lesions``: GLI's settings
+    when not given)."""
     _, truth_image = _checked_geometry(prediction, truth)
     pred, ref = _regions(prediction, convention), _regions(truth, convention)
     spacing = voxel_spacing(truth_image)
-    return [{"region": region, **vars(score_region(pred[i], ref[i], spacing))} for i, region in enumerate(convention.regions)]
+    lesions = lesions or BRATS2023_LESION_PARAMETERS["GLI"]
+    return [{"region": region, **vars(score_region(pred[i], ref[i], spacing)),
+             **_lesion_columns(score_lesions(pred[i], ref[i], spacing, lesions))} for i, region in enumerate(convention.regions)]
 
 
 def score_predictions(pred_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: list[str], experiment: str,
@@ -61,10 +84,10 @@ def score_predictions(pred_dir: str | Path, manifest: pd.DataFrame, info: Datase
     rows = []
     for case in tqdm(cases, desc=f"scoring {experiment} fold {fold}", unit="case"):
         prediction = Path(pred_dir) / f"{case}.nii.gz"
-        for row in score_case(prediction, labels[case], info.convention):
+        for row in score_case(prediction, labels[case], info.convention, lesion_parameters(case)):
             rows.append({"experiment": experiment, "fold": fold, "dataset": label or info.name, "case": case, **row,
                          HD95_UNIT: info.distance_unit})
-    return pd.DataFrame(rows, columns=[*SCORE_COLUMNS, HD95_UNIT])
+    return pd.DataFrame(rows, columns=[*SCORE_COLUMNS, HD95_UNIT, *LESION_SCORE_COLUMNS])
 
 
 def slice_rows(pred: np.ndarray, truth: np.ndarray) -> list[dict]:

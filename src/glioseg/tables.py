@@ -22,6 +22,11 @@ HD95_UNIT = "hd95_unit"
 kaggle_3m's stacked tifs). Score files written before it existed lack it; their hd95 is in mm."""
 
 
+LESION_SCORE_COLUMNS: tuple[str, ...] = ("lesion_dice", "lesion_hd95", "lesions_found", "lesions_missed", "false_lesions")
+"""Optional score columns: the BraTS 2023 lesion-wise Dice and HD95 (hd95_unit applies) and their lesion counts
+(:func:`glioseg.metrics.score_lesions`). Score files written before they existed lack them."""
+
+
 SLICE_SCORE_COLUMNS: tuple[str, ...] = (
     "experiment", "fold", "dataset", "case", "region", "slice_number",
     "dice", "iou", "truth_pixels", "pred_pixels", "truth_parts", "missed_parts",
