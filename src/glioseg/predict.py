@@ -17,7 +17,11 @@ Which file is which modality: by default the BraTS naming of any release
 releases' names for one modality taken as the same: t1/t1n, t1ce/t1c, t2/t2w,
 flair/t2f); or ``--modality name=pattern``, a glob relative to the case folder
 in which ``{case}`` stands for the folder's name, as the custom layout's
-patterns (docs/custom-layout.md).
+patterns (docs/custom-layout.md). Or a dataset's manifest (``--manifest``, as
+the workflow predicts a dataset of the config's ``predict`` section): its
+cases and files as the layout found and the manifest checked them, each model
+modality read from the dataset's modality of the same name (or another
+release's name for it).
 """
 
 from __future__ import annotations
@@ -205,6 +209,31 @@ def find_cases(inputs: Sequence[str | Path], matcher: Matcher) -> list[CaseInput
     return sorted(cases, key=lambda c: c.case)
 
 
+def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[str]) -> list[CaseInput]:
+    """The cases of a dataset's manifest, each of the model's ``modalities`` read from the dataset's modality of that
+    name or of another BraTS release's name for it (a model of 2021's t1ce reads 2023's t1c)."""
+    from glioseg.manifest import image_column, read_dataset_info, read_manifest
+
+    frame, dataset = read_manifest(manifest), read_dataset_info(info)
+    chosen: dict[str, str] = {}
+    for modality in modalities:
+        names = {alias.lower() for alias in aliases(modality)}
+        found = [name for name in dataset.modalities if name.lower() in names]
+        if found:
+            chosen[modality] = found[0]
+    missing = [m for m in modalities if m not in chosen]
+    if missing:
+        raise GliosegError(f"dataset '{dataset.name}' has the modalities {list(dataset.modalities)}, the model takes "
+                           f"{list(modalities)}: none of the dataset's is {', '.join(missing)}", path=manifest,
+                           hint="predict a dataset with the model's modalities (the BraTS releases' names for one "
+                                "modality count as the same), or name each modality's files with --input and --modality.")
+    cases = [CaseInput(row["case"], {m: Path(row[image_column(chosen[m])]) for m in modalities})
+             for _, row in frame.iterrows()]
+    if not cases:
+        raise GliosegError("the manifest lists no cases", path=manifest, hint="run the manifest step again.")
+    return cases
+
+
 # ---------------------------------------------------------------- reading one case
 
 
@@ -243,8 +272,8 @@ def _run_record(bundle: Any, folds: Sequence[int], settings: Any, convention: La
             "background": bundle.background}
 
 
-def _check_output(output: Path, record: Mapping[str, Any]) -> None:
-    path = output / RUN_RECORD
+def _check_output(output: Path, record: Mapping[str, Any], path: Path | None = None) -> None:
+    path = path or output / RUN_RECORD
     if path.is_file():
         earlier = json.loads(path.read_text(encoding="utf-8"))
         if earlier != record:
@@ -252,19 +281,25 @@ def _check_output(output: Path, record: Mapping[str, Any]) -> None:
             raise GliosegError(f"the folder holds predictions of another model or other settings ({', '.join(changed)} "
                                "differ)", path=output, hint="predict into another --output folder, or delete this one.")
     output.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, dict(record))
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path, *,
             patterns: Mapping[str, str] | None = None, folds: Sequence[int] | None = None,
             overrides: Mapping[str, Any] | None = None, labels: str | None = None, probabilities: bool = False,
-            device: Any = None) -> PredictReport:
+            device: Any = None, manifest: tuple[str | Path, str | Path] | None = None,
+            record: str | Path | None = None) -> PredictReport:
     """Predict every case of ``inputs`` into ``output``; raise one error naming every case that failed, after the rest.
 
     ``folds``: the fold models to use (default: all, as an ensemble);
     ``overrides``: sliding-window settings replacing the experiment's
     (``overlap``, ``sw_batch_size``, ``tta``, …); ``labels``: a label
-    convention name for the written maps (default: the training dataset's).
+    convention name for the written maps (default: the training dataset's);
+    ``manifest``: a dataset's (manifest CSV, sidecar JSON), whose cases are
+    predicted besides those of ``inputs``; ``record``: where the run record
+    goes (default ``output/predict.json``; elsewhere, ``output`` holds only
+    ``<case>.nii.gz``, as a challenge's submission folder must).
     """
     import dataclasses
 
@@ -285,8 +320,12 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
     convention = _convention(bundle, labels)
     chosen = list(folds) if folds else bundle.folds
     matcher = Matcher(bundle.modalities, patterns)
-    cases = find_cases(inputs, matcher)
-    _check_output(output, _run_record(bundle, chosen, settings, convention))
+    cases = find_cases(inputs, matcher) if inputs else []
+    if manifest is not None:
+        cases = sorted([*cases, *manifest_cases(*manifest, bundle.modalities)], key=lambda c: c.case)
+    if not cases:
+        raise GliosegError("nothing to predict", hint="give --input scans or a dataset's --manifest.")
+    _check_output(output, _run_record(bundle, chosen, settings, convention), Path(record) if record else None)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     networks = bundle.models(chosen, device)
     log.info("%s: %s of folds %s on %s; %d cases into %s", bundle.source, "ensemble" if len(chosen) > 1 else "model",

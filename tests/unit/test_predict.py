@@ -209,3 +209,47 @@ def test_the_commands_export_and_predict(study, tiny_raw, tmp_path):
     assert (tmp_path / "out" / f"{case}.nii.gz").is_file()
     assert main(["predict", "--model", str(tmp_path / "bundle.pt"), "--input", str(tmp_path / "nowhere"),
                  "--output", str(tmp_path / "o2")]) == 2
+
+
+# ---------------------------------------------------------------- a dataset's manifest (the workflow's predict section)
+
+
+def test_a_datasets_manifest_predicts_its_cases_as_their_folder_does(study, tiny_raw, tiny_manifest, tmp_path):
+    """--manifest: the cases the layout found, into a folder of <case>.nii.gz alone (the run record elsewhere)."""
+    csv, info_json = tiny_manifest
+    predict(study["experiment"], [tiny_raw], tmp_path / "folder", folds=[0], device=CPU)
+    report = predict(study["experiment"], [], tmp_path / "submission", folds=[0], device=CPU, manifest=(csv, info_json),
+                     record=tmp_path / "submission.json")
+    cases = sorted(study["manifest"]["case"])
+    assert sorted(report.written) == cases
+    assert sorted(p.name for p in (tmp_path / "submission").iterdir()) == [f"{case}.nii.gz" for case in cases]
+    assert (tmp_path / "submission.json").is_file()
+    for case in cases:
+        assert np.array_equal(labels_of(tmp_path / "submission" / f"{case}.nii.gz"),
+                              labels_of(tmp_path / "folder" / f"{case}.nii.gz"))
+
+
+def test_a_manifest_of_another_releases_names_is_read_and_one_without_a_modality_refused(study, tiny_manifest, tmp_path):
+    import json
+
+    csv, info_json = tiny_manifest
+    frame = read_manifest(csv).head(1)
+    sidecar = json.loads(info_json.read_text())
+    renamed = dict(zip(MODALITIES, ("t1n", "t1c", "t2w", "t2f")))  # BraTS 2023's names for the same modalities
+    frame.rename(columns={f"image_{old}": f"image_{new}" for old, new in renamed.items()}).to_csv(tmp_path / "v.csv", index=False)
+    (tmp_path / "v.json").write_text(json.dumps({**sidecar, "modalities": list(renamed.values()), "labelled": False}))
+    report = predict(study["experiment"], [], tmp_path / "out", folds=[1], device=CPU, manifest=(tmp_path / "v.csv",
+                                                                                                  tmp_path / "v.json"))
+    assert report.written == [frame.loc[0, "case"]]
+    (tmp_path / "w.json").write_text(json.dumps({**sidecar, "modalities": ["t1", "t1ce", "t2", "dwi"]}))
+    with pytest.raises(GliosegError, match=r"the model takes \['t1', 't1ce', 't2', 'flair'\]: none of the dataset's is flair"):
+        predict(study["experiment"], [], tmp_path / "out2", device=CPU, manifest=(csv, tmp_path / "w.json"))
+
+
+def test_the_predict_command_takes_a_manifest_and_a_record(study, tiny_manifest, tmp_path):
+    csv, _ = tiny_manifest
+    assert main(["predict", "--model", str(study["experiment"]), "--manifest", str(csv), "--fold", "0",
+                 "--output", str(tmp_path / "out"), "--record", str(tmp_path / "run.json")]) == 0
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == len(study["manifest"]) and (tmp_path / "run.json").is_file()
+    assert not (tmp_path / "out" / "predict.json").exists()
+    assert main(["predict", "--model", str(study["experiment"]), "--output", str(tmp_path / "o2")]) == 2

@@ -16,13 +16,19 @@ def modality_pattern(text: str) -> tuple[str, str]:
 
 
 def predict(args: argparse.Namespace) -> None:
+    from glioseg.errors import GliosegError
     from glioseg.predict import predict as run
 
     overrides = {key: value for key, value in (("overlap", args.overlap), ("sw_batch_size", args.sw_batch_size),
                                                ("roi_size", args.roi_size), ("threshold", args.threshold),
                                                ("tta", args.tta)) if value is not None}
-    report = run(args.model, args.input, args.output, patterns=dict(args.modality) if args.modality else None,
-                 folds=args.fold, overrides=overrides, labels=args.labels, probabilities=args.probabilities)
+    if not args.input and args.manifest is None:
+        raise GliosegError("give the scans to predict: --input, or a dataset's --manifest",
+                           hint="e.g. --input results/raw/sample, or --manifest results/manifests/sample.csv.")
+    manifest = (args.manifest, args.info or args.manifest.with_suffix(".json")) if args.manifest else None
+    report = run(args.model, args.input or [], args.output, patterns=dict(args.modality) if args.modality else None,
+                 folds=args.fold, overrides=overrides, labels=args.labels, probabilities=args.probabilities,
+                 manifest=manifest, record=args.record)
     log.info("predicted %d cases (%d were already there) into %s", len(report.written), len(report.skipped), args.output)
 
 
@@ -52,8 +58,12 @@ def add_commands(sub: Subcommands) -> None:
                                              "own geometry (GPU when present).")
     p.add_argument("--model", type=Path, required=True,
                    help="a bundle (glioseg export), or an experiment's folder results/models/<experiment>")
-    p.add_argument("--input", type=Path, nargs="+", required=True,
+    p.add_argument("--input", type=Path, nargs="+",
                    help="a folder of cases (searched at any depth), one case folder, or one case's files")
+    p.add_argument("--manifest", type=Path,
+                   help="or a dataset's manifest (results/manifests/<dataset>.csv): its cases, with the files its layout "
+                        "found, each modality read from the dataset's modality of the same name")
+    p.add_argument("--info", type=Path, help="with --manifest: its sidecar (default: the .json beside it)")
     p.add_argument("--output", type=Path, required=True, help="the folder <case>.nii.gz are written into")
     p.add_argument("--modality", type=modality_pattern, action="append", metavar="NAME=PATTERN",
                    help="the files of each modality, in the model's order: a glob relative to the case folder, "
@@ -67,6 +77,8 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--threshold", type=float, help="probability threshold of each region (default: the experiment's)")
     p.add_argument("--labels", help="label convention of the written maps: brats, brats2023 (ET = 3) or lgg "
                                     "(default: the training dataset's)")
+    p.add_argument("--record", type=Path, help="where the run record goes (default: <output>/predict.json); "
+                                              "elsewhere, the output holds only <case>.nii.gz")
     p.add_argument("--probabilities", action="store_true",
                    help="also write each region's probability as probabilities/<case>.nii.gz (float32, regions last)")
 
