@@ -284,3 +284,39 @@ def test_nnunet_datasets_in_and_out_and_external_predictions_are_planned(workdir
     assert "export-nnunet --manifest results/manifests/tiny.csv" in result.output
     assert "--validation-folds 2 --out results/nnunet_raw/Dataset502_tiny" in result.output
     assert "import-predictions --source theirs/fold_1/tiny" in result.output and """--label-map '{"3": 4}'""" in result.output
+
+
+def test_an_unlabelled_dataset_is_predicted_into_a_submission_folder_and_never_scored(workdir):
+    """labelled: false and the predict section: a manifest without labels, one predict job per entry (ensemble by
+    default), nothing split, preprocessed, profiled or scored for it."""
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    (workdir / "validation").mkdir()
+    config["datasets"]["val"] = {"source": {"path": str(workdir / "validation")}, "layout": "brats2021", "labelled": False}
+    config["predict"] = [{"experiment": "unet_a", "dataset": "val"},
+                         {"experiment": "unet_b", "dataset": "val", "ensemble": False, "fold": 1, "labels": "brats2023"}]
+    path = workdir / "unlabelled.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "-p", configfile=path)
+    jobs = planned_jobs(result)
+    assert jobs["predict_dataset"] == 2 and jobs["manifest"] == 2
+    assert jobs["split"] == jobs["preprocess"] == jobs["profile"] == 1  # the training dataset's only
+    assert jobs["train"] == jobs["infer"] == jobs["score"] == 4  # the folds' own validation cases, nothing for val
+    for never in ("results/splits/val", "results/preprocessed/val", "results/views/val", "val+test",
+                  "results/predictions/unet_a/ensemble", "results/scores/unet_a/fold0/val"):
+        assert never not in result.output, never
+    assert "--layout brats2021 --unlabelled --layout-options '{}' --dataset val" in result.output
+    assert ("predict --model results/models/unet_a --manifest results/manifests/val.csv --info results/manifests/val.json"
+            "  --record results/submissions/unet_a/val.json --output results/submissions/unet_a/val") in result.output
+    assert "--fold 1 --labels brats2023 --record results/submissions/unet_b/val.json" in result.output
+    assert "--dataset tiny --out-csv" in result.output and "--layout brats2021 --layout-options" in result.output
+
+
+def test_training_or_scoring_an_unlabelled_dataset_fails_at_once(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    config["datasets"]["val"] = {"source": {"path": "validation"}, "layout": "brats2021", "labelled": False}
+    config["experiments"]["unet_a"]["evaluate"] = [{"dataset": "val"}]
+    path = workdir / "scored.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", configfile=path)
+    assert result.returncode != 0 and "Traceback" not in result.output
+    assert "dataset 'val' has no labels (labelled: false), but experiment 'unet_a' is scored on it" in result.output

@@ -14,7 +14,9 @@ from glioseg.config import (
     inference_settings,
     init_source,
     is_external,
+    is_labelled,
     is_trained,
+    prediction_folds,
     training_settings,
     validate_config,
     validation_folds,
@@ -47,6 +49,9 @@ TRAINED = [name for name in EXPERIMENTS if is_trained(config, name)]
 EXTERNAL = [name for name in EXPERIMENTS if is_external(config, name)]  # predictions made by another tool
 IMPORTED = [name for name in EXPERIMENTS if not is_trained(config, name) and name not in EXTERNAL]
 MODELLED = TRAINED + IMPORTED  # experiments with glioseg models, which infer
+
+# Datasets with labels; one with `labelled: false` is only predicted (the config's predict section).
+LABELLED = [name for name in DATASETS if is_labelled(config, name)]
 
 # Datasets whose split glioseg draws, and those whose split a file gives (split: {file: …}).
 GIVEN_SPLITS = [name for name, spec in DATASETS.items() if "file" in spec["split"]]
@@ -277,6 +282,35 @@ def nnunet_exports():
     return [RESULTS.nnunet_raw(f"{spec['export_nnunet']:03d}", name) for name, spec in DATASETS.items() if "export_nnunet" in spec]
 
 
+def layout_arguments(wildcards):
+    """The manifest job's ``--layout`` value, followed by ``--unlabelled`` for a dataset with ``labelled: false``.
+
+    One param rather than a new one: a new param, or a new word in the rule's command, would make
+    Snakemake's params or code trigger re-run every existing manifest, and everything after it.
+    """
+    layout = DATASETS[wildcards.dataset]["layout"]
+    return layout if is_labelled(config, wildcards.dataset) else f"{layout} --unlabelled"
+
+
+# The config's predict section: (experiment, dataset) pairs predicted into submissions/, never scored.
+PREDICTIONS = {(entry["experiment"], entry["dataset"]): entry for entry in config["predict"]}
+
+
+def submission_options(wildcards):
+    """``glioseg predict`` options of a predict entry: one fold instead of the ensemble, a label convention, TTA."""
+    entry = PREDICTIONS[(wildcards.experiment, wildcards.dataset)]
+    options = [] if entry["ensemble"] else [f"--fold {' '.join(map(str, prediction_folds(config, entry)))}"]
+    if "labels" in entry:
+        options.append(f"--labels {entry['labels']}")
+    if "tta" in entry:
+        options.append("--tta" if entry["tta"] else "--no-tta")
+    return " ".join(options)
+
+
+def submissions():
+    return [RESULTS.submission(experiment, dataset) for experiment, dataset in PREDICTIONS]
+
+
 def validation_folds_of(wildcards):
     return validation_folds(DATASETS[wildcards.dataset]["split"])
 
@@ -310,7 +344,8 @@ def final_targets():
             targets.append(RESULTS.montage(experiment, evaluation))
             if is_stacked(evaluated_dataset(evaluation)):
                 targets.append(RESULTS.gallery(experiment, evaluation))
-    return targets + view_targets() + nnunet_exports()  # workflow/rules/views.smk; nnU-Net exports (dataset.smk)
+    # workflow/rules/views.smk; nnU-Net exports (dataset.smk); submission folders (bundle.smk)
+    return targets + view_targets() + nnunet_exports() + submissions()
 
 
 # ---------------------------------------------------------------- the data views (workflow/rules/views.smk)
@@ -325,7 +360,7 @@ except GliosegError as error:
 
 def embedded_datasets():
     """The datasets the t-SNE embeds: those named in views → embedding → datasets, or every dataset."""
-    names = EMBEDDING["datasets"] or list(DATASETS)
+    names = EMBEDDING["datasets"] or LABELLED  # the views read labels: unlabelled datasets have none
     unknown = [name for name in names if name not in DATASETS]
     if unknown:
         raise WorkflowError(f"{CONFIG_SOURCE}: views → embedding → datasets names {unknown}, which the study does not define; "
@@ -365,7 +400,7 @@ def published_option():
 def view_targets():
     targets = []
     if VIEWS["enabled"]:
-        for dataset in DATASETS:
+        for dataset in LABELLED:
             targets += [RESULTS.profile(dataset), RESULTS.profile_summary(dataset), RESULTS.dataset_montage(dataset)]
         targets.append(RESULTS.intensity_histograms())
         if EMBEDDING["enabled"]:

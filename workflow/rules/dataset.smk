@@ -28,7 +28,7 @@ rule manifest:
         csv=RESULTS.manifest_csv("{dataset}"),
         info=RESULTS.manifest_json("{dataset}"),
     params:
-        layout=lambda w: DATASETS[w.dataset]["layout"],
+        layout=layout_arguments,  # and --unlabelled for a dataset with labelled: false
         options=lambda w: canonical_json(DATASETS[w.dataset].get("layout_options", {})),
     log:
         RESULTS.manifest_log("{dataset}"),

@@ -62,7 +62,7 @@ rule plot_dataset_montage:
 
 rule plot_histograms:
     input:
-        [RESULTS.case_features(dataset) for dataset in DATASETS],
+        [RESULTS.case_features(dataset) for dataset in LABELLED],
     output:
         report(
             RESULTS.intensity_histograms(),
