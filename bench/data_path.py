@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="epochs of the default study's fold 0 to time")
     parser.add_argument("--skip-models", action="store_true", help="leave out the 128³ model steps (Swin UNETR takes minutes on a CPU)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="glioseg-data-path-"))
     try:
         raw = work / "raw"
@@ -228,10 +229,10 @@ def main() -> None:
         study = default_study_wait(work / "study", args.epochs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write_report(args, stages, identical, raw_mb, cache_mb, reads, rates, steps, study)
+    write_report(args, stages, identical, raw_mb, cache_mb, reads, rates, steps, study, (load_before, os.getloadavg()[0]))
 
 
-def write_report(args, stages, identical, raw_mb, cache_mb, reads, rates, steps, study) -> None:
+def write_report(args, stages, identical, raw_mb, cache_mb, reads, rates, steps, study, load) -> None:
     one, two = stages[1], stages[2]
     serial, parallel = one["manifest"] + one["preprocess"], two["manifest"] + two["preprocess"]
     lines = [
@@ -239,7 +240,8 @@ def write_report(args, stages, identical, raw_mb, cache_mb, reads, rates, steps,
         "",
         f"Machine: {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, numpy {np.__version__}. "
         f"{args.cases} synthetic BraTS-size cases (240×240×155, 4 modalities + label, gzipped NIfTI int16). Produced by "
-        "`bench/data_path.py`; every ratio is between numbers measured in the same run.",
+        f"`bench/data_path.py`; every ratio is between numbers measured in the same run. Load average (1 min) {load[0]:.1f} "
+        f"before, {load[1]:.1f} after: other work on the machine slows both sides of a ratio, but thread scaling most.",
         "",
         "| what | measured | target | met |",
         "|---|---|---|---|",
@@ -272,6 +274,7 @@ def write_report(args, stages, identical, raw_mb, cache_mb, reads, rates, steps,
         lines += ["| model at 128³ | training step (s) | samples/s it consumes | loader with 0 workers keeps up |", "|---|---:|---:|---|"]
         lines += [f"| {name} | {seconds:.2f} | {1 / seconds:.2f} | {'yes' if rates[0] >= 1 / seconds else 'no'} |"
                   for name, seconds in steps.items()]
+    lines += ["", "Why targets are missed, and what was chosen instead: docs/decisions.md, \"Cache format\"."]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
