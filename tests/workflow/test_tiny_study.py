@@ -230,3 +230,32 @@ def test_transfer_experiments_start_from_a_checkpoint_or_another_experiment(stud
     assert set(scores["experiment"]) == {"unet_a", "unet_b", "swin_zero", "unet_copy", "unet_ft"}
     assert sorted(scores.loc[scores["experiment"] == "unet_ft", "fold"].unique()) == [1]
     assert not (workdir / "results/figures/swin_zero/training_curves.png").exists()
+
+
+def test_an_unlabelled_dataset_is_predicted_into_a_submission_folder(study, tmp_path):
+    """labelled: false and predict: the trained study predicts a folder of cases without seg files into
+    submissions/<experiment>/<dataset>/, <case>.nii.gz alone in each case's geometry; nothing else runs, nothing is scored."""
+    cases = ("BraTS2021_00001", "BraTS2021_00006")
+    for case in cases:
+        shutil.copytree(study / f"results/raw/tiny/{case}", tmp_path / "validation" / case,
+                        ignore=shutil.ignore_patterns("*_seg.nii.gz"))
+
+    def add(config):
+        config["datasets"]["val"] = {"source": {"path": str(tmp_path / "validation")}, "layout": "brats2021",
+                                     "labelled": False, "threads": 1}
+        config["predict"] = [{"experiment": "unet_a", "dataset": "val"}]
+
+    path = edited(study, add)
+    assert planned_jobs(snakemake(study, "-n", configfile=path)) == {"manifest": 1, "predict_dataset": 1, "all": 1}
+    result = snakemake(study, configfile=path)
+    assert result.returncode == 0, result.output[-5000:]
+    folder = study / "results/submissions/unet_a/val"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{case}.nii.gz" for case in cases]
+    for case in cases:
+        prediction, image = nib.load(folder / f"{case}.nii.gz"), nib.load(tmp_path / "validation" / case / f"{case}_t1.nii.gz")
+        assert prediction.shape == image.shape and prediction.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(prediction.affine, image.affine)
+        assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2, 4}
+    assert json.loads((study / "results/submissions/unet_a/val.json").read_text())["folds"] == [0, 1]
+    assert pd.read_csv(study / "results/manifests/val.csv", keep_default_na=False)["label"].eq("").all()
+    assert not list((study / "results/scores").glob("*/*/val.csv"))

@@ -47,7 +47,9 @@ rule predict_dataset:
     # A dataset of the config's predict section (usually an unlabelled one: a challenge's validation
     # release): every case of its manifest predicted by `glioseg predict` with the experiment's models
     # (the mean of every fold's probabilities unless ensemble: false), into a folder holding only
-    # <case>.nii.gz, ready to submit; the run record goes beside it. Nothing is scored.
+    # <case>.nii.gz, ready to submit; the run record goes beside it. Nothing is scored. The record
+    # is the output, not the folder: Snakemake would write .snakemake_timestamp into a directory()
+    # output, and a submission must hold the label maps alone. The job empties the folder first.
     wildcard_constraints:
         experiment=name_pattern(sorted({experiment for experiment, _ in PREDICTIONS})),
         dataset=name_pattern(sorted({dataset for _, dataset in PREDICTIONS})),
@@ -59,9 +61,9 @@ rule predict_dataset:
         csv=RESULTS.manifest_csv("{dataset}"),
         info=RESULTS.manifest_json("{dataset}"),
     output:
-        submission=directory(RESULTS.submission("{experiment}", "{dataset}")),
-        record=RESULTS.submission_record("{experiment}", "{dataset}"),
+        RESULTS.submission_record("{experiment}", "{dataset}"),
     params:
+        submission=lambda w: RESULTS.submission(w.experiment, w.dataset),
         experiment=lambda w: os.path.dirname(RESULTS.experiment_record(w.experiment)),
         options=submission_options,
     log:
@@ -73,5 +75,5 @@ rule predict_dataset:
     conda:
         "../../envs/glioseg.yaml"
     shell:
-        "glioseg --log {log} --threads {threads} predict --model {params.experiment:q} --manifest {input.csv}"
-        " --info {input.info} {params.options} --record {output.record} --output {output.submission}"
+        "rm -rf {params.submission:q} && glioseg --log {log} --threads {threads} predict --model {params.experiment:q}"
+        " --manifest {input.csv} --info {input.info} {params.options} --record {output} --output {params.submission:q}"

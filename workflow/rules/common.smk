@@ -308,7 +308,8 @@ def submission_options(wildcards):
 
 
 def submissions():
-    return [RESULTS.submission(experiment, dataset) for experiment, dataset in PREDICTIONS]
+    """The predict section's targets: each submission folder's run record, the rule's output (workflow/rules/bundle.smk)."""
+    return [RESULTS.submission_record(experiment, dataset) for experiment, dataset in PREDICTIONS]
 
 
 def validation_folds_of(wildcards):
