@@ -64,7 +64,8 @@ def preprocess(args: argparse.Namespace) -> None:
     from glioseg.manifest import read_dataset_info, read_manifest
     from glioseg.preprocess import preprocess_dataset
 
-    preprocess_dataset(read_manifest(args.manifest), read_dataset_info(args.info), args.out, args.margin, args.background)
+    preprocess_dataset(read_manifest(args.manifest), read_dataset_info(args.info), args.out, args.margin, args.background,
+                       threads=args.threads or 1)
 
 
 def add_commands(sub: Subcommands) -> None:
