@@ -47,9 +47,10 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 # What the tiny study runs on the cluster: manifest, split and preprocess share one
 # SLURM job and the two score jobs another (profiles/slurm's groups); training and
-# inference get a job per fold.
-CLUSTER_JOBS = {"manifest": 1, "split": 1, "preprocess": 1, "train": 2, "infer": 2, "score": 2}
-SLURM_SUBMISSIONS = 1 + 2 + 2 + 1
+# inference get a job per fold; the dataset's profile (a data view that reads every
+# raw case) one job of its own.
+CLUSTER_JOBS = {"manifest": 1, "split": 1, "preprocess": 1, "train": 2, "infer": 2, "score": 2, "profile": 1}
+SLURM_SUBMISSIONS = 1 + 2 + 2 + 1 + 1
 # The two group jobs: their members, and what they reserve (CPUs, memory, minutes) with profiles/slurm's
 # resources: the largest member's CPUs and memory (manifest and preprocess take the dataset's threads,
 # 4 by default, capped at profiles/slurm-ci's 2 cores; preprocess 8000 MB) and the sum of the members'
