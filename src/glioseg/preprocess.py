@@ -163,31 +163,55 @@ class PreprocessedCase:
         return Normalisation.from_json(self.properties["normalisation"]).apply(self.image, self.brain)
 
 
+@dataclass(frozen=True)
+class BrainCrop:
+    """A case's modalities cropped to its brain: what the cache stores, and what the z-score needs."""
+
+    image: np.ndarray
+    """The crop (C, X, Y, Z) in its storage dtype, not z-scored."""
+    brain: np.ndarray | None
+    """The cropped brain mask, when it is not each channel's nonzero voxels."""
+    box: CropBox
+    found: dict[str, Any]
+    """How the brain was found, as properties.json's ``brain``."""
+    normalisation: Normalisation
+
+
+def crop_to_brain(image: np.ndarray, mask: np.ndarray | None, background: str, margin: int,
+                  where: str | Path | None = None) -> BrainCrop:
+    """The one crop and z-score rule of training cases (:func:`preprocess_case`) and new cases (:func:`prepare_image`).
+
+    ``where`` is the file an empty brain is reported against.
+    """
+    brain, found = find_brain(image, mask, background)
+    if not brain.any():
+        raise GliosegError(_NO_BRAIN[found["method"]], path=where, hint="check the case's files; leave the case out if they are blank.")
+    box = brain_box(brain[None], margin)
+    inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
+    cropped = crop(image, box)
+    return BrainCrop(cropped.astype(storage_dtype(cropped)), inside, box, found, Normalisation.of(cropped, inside))
+
+
 def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: LabelConvention, margin: int,
                     background: str = "zero") -> PreprocessedCase:
     """Crop one case to its brain and compute its z-score statistics and region masks."""
     image = load_case(row, modalities)
-    brain, found = find_brain(image, _mask_of(row), background)
-    if not brain.any():
-        where = row["mask"] if found["method"] == "mask" else row[image_column(modalities[0])]
-        raise GliosegError(_NO_BRAIN[found["method"]], path=where, hint="check the case's files; remove the case if they are blank.")
-    box = brain_box(brain[None], margin)
+    mask = _mask_of(row)
+    cropped = crop_to_brain(image, mask, background, margin,
+                            where=row["mask"] if mask is not None else row[image_column(modalities[0])])
     label = read_label(row["label"])
     try:
         regions = labels_to_regions(label, convention)
     except ValueError as exc:
         raise GliosegError(str(exc), path=row["label"], hint="fix the label file or choose the dataset's right layout.") from None
-    reference = load_image(row["label"])
-    inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
-    cropped = crop(image, box)
     properties = {
         "original_shape": list(image.shape[1:]),
-        "crop": box.to_json(),
-        "spacing": list(voxel_spacing(reference)),
-        "brain": found,
-        "normalisation": Normalisation.of(cropped, inside).to_json(),
+        "crop": cropped.box.to_json(),
+        "spacing": list(voxel_spacing(load_image(row["label"]))),
+        "brain": cropped.found,
+        "normalisation": cropped.normalisation.to_json(),
     }
-    return PreprocessedCase(cropped.astype(storage_dtype(cropped)), crop(regions, box), inside, properties)
+    return PreprocessedCase(cropped.image, crop(regions, cropped.box), cropped.brain, properties)
 
 
 def case_digest(case: str, cached: PreprocessedCase) -> str:
@@ -271,13 +295,7 @@ class PreparedImage:
 
 def prepare_image(image: np.ndarray, margin: int, background: str = "zero", mask: np.ndarray | None = None) -> PreparedImage:
     """Crop and z-score a (C, X, Y, Z) image of a case without a label, exactly as :func:`preprocess_case` and the
-    cache's reader do for a training case: the same brain rule, box, storage dtype and :class:`Normalisation`."""
-    brain, found = find_brain(image, mask, background)
-    if not brain.any():
-        raise GliosegError(_NO_BRAIN[found["method"]], hint="check the case's files; leave the case out if they are blank.")
-    box = brain_box(brain[None], margin)
-    inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
-    cropped = crop(image, box)
-    normalisation = Normalisation.of(cropped, inside)
-    stored = cropped.astype(storage_dtype(cropped))
-    return PreparedImage(normalisation.apply(stored, inside), box, tuple(image.shape[1:]), found)
+    cache's reader do for a training case (:func:`crop_to_brain`)."""
+    cropped = crop_to_brain(image, mask, background, margin)
+    return PreparedImage(cropped.normalisation.apply(cropped.image, cropped.brain), cropped.box, tuple(image.shape[1:]),
+                         cropped.found)
