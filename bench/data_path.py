@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from machine import cpu_model
 
 from glioseg.cli import main as glioseg
 from glioseg.config import training_settings, validate_config
@@ -61,11 +62,6 @@ MODELS = {
 }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def median_ms(read, repeats: int = 5) -> float:

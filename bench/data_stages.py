@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model
 
 from glioseg.datasets.synthetic import SyntheticSpec, case_id, synthesize_case
 from glioseg.parallel import map_cases, start_method
@@ -44,11 +45,6 @@ AUTOGROUP = (
 )
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def write_case(index: int, spec: SyntheticSpec, raw: Path) -> None:

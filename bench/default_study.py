@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results" / "default_study.md"
@@ -28,11 +29,6 @@ BUDGET_S = 600
 WT_TARGET = 0.85
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -16,12 +16,12 @@ Run: ``.venv/bin/python bench/model_steps.py [--patch 64] [--volume 96 96 64] [-
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 
 from glioseg.inference import predict_probabilities
 from glioseg.losses import build_loss
@@ -53,11 +53,6 @@ MODELS_2D: dict[str, dict] = {
 }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def device_name(device: torch.device) -> str:

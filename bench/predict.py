@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import yaml
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work" / "predict"
@@ -41,11 +42,6 @@ OUT = ROOT / "bench" / "results" / "predict.md"
 GLIOSEG = [sys.executable, "-m", "glioseg"]
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def build(cases: int) -> tuple[Path, Path, Path]:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles" / "slurm"
@@ -199,11 +200,6 @@ def noticed_after(duration: float, start_interval: int) -> float:
     return next(t for t in poll_times(start_interval, duration + BACKOFF_CAP + start_interval) if t >= duration) - duration
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def start_cluster() -> bool:

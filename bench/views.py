@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import cpu_model
 
 from glioseg.acquire.extract import extract_archive
 from glioseg.datasets.synthetic import SyntheticSpec, write_sample_archive
@@ -44,11 +45,6 @@ print(json.dumps({"seconds": time.perf_counter() - start, "code": code,
 """
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def run_stage(args: list[str]) -> dict:
