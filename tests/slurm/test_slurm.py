@@ -29,6 +29,7 @@ import yaml
 
 from glioseg import torch_files
 from glioseg.config import training_settings, validate_config
+from glioseg.tables import TIMING_COLUMNS
 
 from .conftest import (
     ROOT,
@@ -114,8 +115,8 @@ def test_tiny_study_runs_its_jobs_on_slurm_and_matches_a_local_run(slurm_cluster
 
     # Same results as on one machine.
     for path in ["results/summary/scores.csv", "results/models/unet_a/fold0/history.csv"]:
-        if path.endswith("history.csv"):  # the seconds column is a wall time
-            frames = [pd.read_csv(root / path).drop(columns="seconds") for root in (on_slurm, local)]
+        if path.endswith("history.csv"):  # the timing columns are wall times
+            frames = [pd.read_csv(root / path).drop(columns=list(TIMING_COLUMNS)) for root in (on_slurm, local)]
             pd.testing.assert_frame_equal(*frames)
         else:
             assert (on_slurm / path).read_bytes() == (local / path).read_bytes()
@@ -297,7 +298,7 @@ def test_training_stopped_by_the_walltime_signal_resumes_to_the_uninterrupted_mo
     history = pd.read_csv(tmp_path / "results/models/long/fold0/history.csv")
     assert list(history["epoch"]) == list(range(1, plan.epochs + 1))
     expected = pd.read_csv(tmp_path / "reference/history.csv")
-    pd.testing.assert_frame_equal(history.drop(columns="seconds"), expected.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(history.drop(columns=list(TIMING_COLUMNS)), expected.drop(columns=list(TIMING_COLUMNS)))
 
     resumed = torch_files.load(tmp_path / MODEL)["state_dict"]
     uninterrupted = torch_files.load(tmp_path / "reference/model.pt")["state_dict"]

@@ -63,7 +63,8 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{Path(sys.executable).parent}
 @pytest.mark.slow
 def test_two_processes_train_one_model_with_ddp(cache, tmp_path):  # noqa: F811
     log = tmp_path / "train.log"
-    done = subprocess.run(torchrun_training(cache, tmp_path, settings(epochs=2, batch_size=1)), capture_output=True,
+    done = subprocess.run(torchrun_training(cache, tmp_path, settings(epochs=2, batch_size=1, validate_every=1)),
+                          capture_output=True,
                           text=True, timeout=300, env=ENV)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
