@@ -49,7 +49,7 @@ from glioseg.models import build_model, training_loss
 from glioseg.nifti import read_image, read_label
 from glioseg.parallel import map_cases
 from glioseg.settings import Augmentation
-from glioseg.training.data import ReadPatchd, case_items, train_loader, train_transforms
+from glioseg.training.data import ReadPatchd, case_items, loader_options, train_loader, train_transforms
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "data_path.md"
@@ -139,7 +139,7 @@ def loader_rate(cache: Path, cases: list[str], workers: int, samples: int) -> fl
     """Samples per second out of the training loader (128³ patches, default augmentation), after its first batch."""
     items = (case_items(cache, cases) * (samples // len(cases) + 1))[:samples]
     loader = train_loader(items, train_transforms(PATCH, AUGMENT, 0.33), batch_size=1, seed=0, epoch=1,
-                          options={"num_workers": workers, "pin_memory": False, **({"prefetch_factor": 2} if workers else {})})
+                          options=loader_options(workers, torch.device("cpu")))
     batches = iter(loader)
     next(batches)
     started = time.perf_counter()

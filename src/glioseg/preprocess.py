@@ -157,11 +157,6 @@ class PreprocessedCase:
     """The cropped brain mask, when it is not each channel's nonzero voxels."""
     properties: dict[str, Any]
 
-    @property
-    def normalised(self) -> np.ndarray:
-        """The float32 z-scored image the networks see."""
-        return Normalisation.from_json(self.properties["normalisation"]).apply(self.image, self.brain)
-
 
 @dataclass(frozen=True)
 class BrainCrop:

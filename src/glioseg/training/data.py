@@ -131,9 +131,9 @@ def eval_transforms() -> Compose:
     return Compose([ReadCased()])
 
 
-def slice_areas(cache_dir: str | Path, cases: Sequence[str]) -> dict[str, np.ndarray]:
-    """Labelled pixels per axial slice of each case (any region), read once per training."""
-    return {case: (reader.packed_labels() != 0).sum(axis=(0, 1)) for case, reader in zip(cases, readers(cache_dir, cases))}
+def slice_areas(items: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Labelled pixels per axial slice of each case item (any region), read once per training."""
+    return {item["case"]: (item["reader"].packed_labels() != 0).sum(axis=(0, 1)) for item in items}
 
 
 def slice_items(cases: list[dict[str, Any]], areas: Mapping[str, np.ndarray], selection: SliceSelection,
@@ -175,11 +175,9 @@ class SeededDataset(Dataset):
 
 
 def loader_options(num_workers: int, device: torch.device) -> dict[str, Any]:
-    """Worker processes, page-locked memory on CUDA (for non-blocking copies) and two batches prefetched per worker."""
-    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
-    if num_workers > 0:
-        options["prefetch_factor"] = 2
-    return options
+    """Worker processes and page-locked memory on CUDA (for non-blocking copies); each worker prefetches torch's default
+    two batches."""
+    return {"num_workers": num_workers, "pin_memory": device.type == "cuda"}
 
 
 def train_loader(items: list[dict], transforms: Compose, batch_size: int, seed: int, epoch: int,

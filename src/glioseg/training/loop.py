@@ -353,7 +353,7 @@ def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[
     loss_fn = build_loss(settings.loss)
     transforms = train_transforms(settings.patch_size, settings.augment, settings.oversample_foreground)
     train_items = case_items(paths.cache, train_cases)
-    areas = slice_areas(paths.cache, train_cases) if settings.spatial_dims == 2 else None
+    areas = slice_areas(train_items) if settings.spatial_dims == 2 else None
     num_workers = resolve_workers(settings.num_workers, torch.get_num_threads() // world.size)  # torchrun: the job's CPUs shared
     options = loader_options(num_workers, device)
     val_loader = eval_loader(case_items(paths.cache, validation_share(val_cases, world)), options)
