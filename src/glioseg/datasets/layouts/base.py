@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,3 +43,16 @@ class Layout:
     masks: bool = False
     physical_spacing: bool = True
     stacks_slices: bool = False
+
+
+def captured_patient(regex: re.Pattern[str] | None, case: str, error: Callable[[str], Exception]) -> str:
+    """The patient id a layout's ``patient`` regex captures in a case id (the case itself without a regex).
+
+    A case the regex misses is an error, raised as ``error(problem)``, not a patient of its own.
+    """
+    if regex is None:
+        return case
+    found = regex.search(case)
+    if found is None or not found["patient"]:
+        raise error(f"the 'patient' regex {regex.pattern!r} captures no patient id in case '{case}'")
+    return found["patient"]

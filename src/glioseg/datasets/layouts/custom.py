@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from glioseg.datasets.layouts.base import CaseFiles, Layout
+from glioseg.datasets.layouts.base import CaseFiles, Layout, captured_patient
 from glioseg.datasets.layouts.folders import in_case_order, is_debris
 from glioseg.errors import GliosegError
 from glioseg.labels import REGIONS, LabelConvention, nested_convention
@@ -120,16 +120,6 @@ def _single_match(folder: Path, pattern: str, case: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def _patient(regex: re.Pattern[str] | None, case: str) -> str:
-    """The patient id captured from the case id; a case the regex misses is an error, not a patient of its own."""
-    if regex is None:
-        return case
-    found = regex.search(case)
-    if found is None or not found["patient"]:
-        raise _spec_error(f"the 'patient' regex {regex.pattern!r} captures no patient id in case '{case}'")
-    return found["patient"]
-
-
 def _group(regex: re.Pattern[str] | None, relative: str) -> str:
     """The group captured from the case folder's path under the root; empty (ungrouped) when it does not match."""
     found = regex.search(relative) if regex else None
@@ -162,7 +152,7 @@ def custom_layout(spec: Mapping[str, Any]) -> Layout:
         cases = (
             CaseFiles(
                 case=folder.name,
-                patient=_patient(patient, folder.name),
+                patient=captured_patient(patient, folder.name, _spec_error),
                 group=_group(group, folder.relative_to(root).as_posix()),
                 images={m: _single_match(folder, pattern, folder.name) for m, pattern in modalities.items()},
                 label=_single_match(folder, label, folder.name),

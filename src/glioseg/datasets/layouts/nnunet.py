@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from glioseg.datasets.layouts.base import CaseFiles, Layout
+from glioseg.datasets.layouts.base import CaseFiles, Layout, captured_patient
 from glioseg.datasets.layouts.folders import existing_file, in_case_order, is_debris
 from glioseg.errors import GliosegError
 from glioseg.labels import REGIONS, LabelConvention, nested_convention
@@ -275,14 +275,6 @@ def nnunet_layout(options: Mapping[str, Any]) -> Layout:
     convention = convention_from(description, options)
     ending = _ending(description)
 
-    def patient_of(case: str) -> str:
-        if patient is None:
-            return case
-        found = patient.search(case)
-        if found is None or not found["patient"]:
-            raise _error(f"the 'patient' regex {patient.pattern!r} captures no patient id in case '{case}'")
-        return found["patient"]
-
     def find_cases(root: Path) -> list[CaseFiles]:
         folder = dataset_folder(root)
         cases = []
@@ -301,7 +293,7 @@ def nnunet_layout(options: Mapping[str, Any]) -> Layout:
             cases += [
                 CaseFiles(
                     case=case,
-                    patient=patient_of(case),
+                    patient=captured_patient(patient, case, _error),
                     group="",
                     images={m: existing_file(folder / images / f"{case}_{k:04d}{ending}") for k, m in enumerate(modalities)},
                     label=existing_file(folder / labels / f"{case}{ending}"),
