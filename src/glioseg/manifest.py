@@ -30,7 +30,7 @@ import pandas as pd
 
 from glioseg.atomic import write_csv, write_json
 from glioseg.datasets.layouts import get_layout
-from glioseg.datasets.layouts.base import CaseFiles, Layout
+from glioseg.datasets.layouts.base import CaseFiles, Layout, cases_for
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention, unexpected_labels
 from glioseg.nifti import load_image, read_image, read_label, read_mask
@@ -158,13 +158,17 @@ def build_manifest(raw: str | Path, layout_name: str, dataset: str,
     root = Path(raw)
     if not root.is_dir():
         raise GliosegError("dataset folder not found", path=root, hint="run the acquire step first, or fix the dataset's source path.")
-    cases = layout.find_cases(root)
+    found = layout.find_cases(root)
+    cases = cases_for(found, labelled)
     if not cases:
         hint = f"check that the dataset's 'layout' ({layout.name}) matches the files, or that the archive is the right one."
-        if not labelled:
-            hint += (" The brats2018/2019 layouts read only HGG/LGG case folders and brats2020/2023 skip unlabelled cases "
-                     "under a *ValidationData* folder: read such a release with layout: custom (docs/custom-layout.md).")
+        if found:
+            hint = (f"the {len(found)} cases found are a validation release without labels: to predict them, set "
+                    f"datasets → {dataset} → labelled: false and name the dataset in the config's predict section.")
         raise GliosegError(f"no cases in the {layout.name} layout were found", path=root, hint=hint)
+    if len(cases) < len(found):
+        log.info("%s: %d of the %d cases found are left out (%s)", dataset, len(found) - len(cases), len(found),
+                 "a validation release without labels" if labelled else "not in the validation release")
     if not labelled and any(files.label is not None for files in cases):
         log.info("%s is unlabelled (labelled: false): its label files are not read", dataset)
     check = partial(_case_problems, masks=layout.masks, convention=layout.convention, labelled=labelled)

@@ -197,7 +197,7 @@ def test_brats2023_without_a_cohort_reads_adult_glioma(brats2023):
     brats_case(men, "-", BRATS2023_MODALITIES, ".nii.gz", [0, 1, 2, 3])
     assert [c.case for c in get_layout("brats2023").find_cases(brats2023)] == \
         [c.case for c in get_layout("brats2023", {"cohort": "GLI"}).find_cases(brats2023)] == \
-        ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000"]
+        ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00001-000", "BraTS-GLI-00002-000"]
 
 
 def test_a_cohort_without_cases_finds_none(brats2023):
@@ -236,6 +236,103 @@ def test_the_config_takes_a_brats2023_cohort_and_no_other_option():
         validate_config(config(layout_options={"cohort": "met"}), SCHEMA)
     with pytest.raises(GliosegError, match=r"Additional properties are not allowed \('modalities'"):
         validate_config(config(layout_options={"modalities": {"t1": "t1.nii.gz"}}), SCHEMA)
+
+
+# ---------------------------------------------------------------- validation releases (labelled: false)
+
+
+def _graded_release(root: Path, year: str, prefix: str) -> tuple[str, list[str]]:
+    """BraTS 2018/2019: ``MICCAI_BraTS_<year>_Data_Training/{HGG,LGG}/`` beside ``MICCAI_BraTS_<year>_Data_Validation/``,
+    whose cases sit directly in it, ungraded and unlabelled."""
+    for case, grade in ((f"{prefix}_2013_10_1", "HGG"), (f"{prefix}_TCIA09_141_1", "LGG")):
+        brats_case(root / f"MICCAI_BraTS_{year}_Data_Training" / grade / case, "_", BRATS_MODALITIES, ".nii.gz", [0, 1, 2, 4])
+    validation = root / f"MICCAI_BraTS_{year}_Data_Validation"
+    cases = [f"{prefix}_CBICA_AAM_1", f"{prefix}_TCIA01_147_1"]
+    for case in cases:
+        brats_case(validation / case, "_", BRATS_MODALITIES, ".nii.gz", [], labelled=False)
+    (validation / "survival_evaluation.csv").write_text("BraTS19ID,Age,ResectionStatus\n")
+    return validation.name, cases
+
+
+def brats2018_release(root: Path) -> tuple[str, list[str]]:
+    return _graded_release(root, "2018", "Brats18")
+
+
+def brats2019_release(root: Path) -> tuple[str, list[str]]:
+    return _graded_release(root, "2019", "BraTS19")
+
+
+def brats2020_release(root: Path) -> tuple[str, list[str]]:
+    """Kaggle awsaf49: ``BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData`` beside
+    ``BraTS2020_ValidationData/MICCAI_BraTS2020_ValidationData`` (uncompressed .nii, no seg)."""
+    brats_case(root / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001", "_",
+               BRATS_MODALITIES, ".nii", [0, 1, 2, 4])
+    validation = root / "BraTS2020_ValidationData" / "MICCAI_BraTS2020_ValidationData"
+    cases = ["BraTS20_Validation_001", "BraTS20_Validation_125"]
+    for case in cases:
+        brats_case(validation / case, "_", BRATS_MODALITIES, ".nii", [], labelled=False)
+    (validation / "name_mapping_validation_data.csv").write_text("BraTS_2017_subject_ID,BraTS_2018_subject_ID,"
+                                                                 "BraTS_2019_subject_ID,BraTS_2020_subject_ID\n")
+    (validation / "survival_evaluation.csv").write_text("BraTS20ID,Age,ResectionStatus\n")
+    return "BraTS2020_ValidationData", cases
+
+
+def brats2021_release(root: Path) -> tuple[str, list[str]]:
+    """``RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021`` beside ``RSNA_ASNR_MICCAI_BraTS2021_ValidationData``."""
+    brats_case(root / "RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021" / "BraTS2021_00000", "_", BRATS_MODALITIES,
+               ".nii.gz", [0, 1, 2, 4])
+    validation = root / "RSNA_ASNR_MICCAI_BraTS2021_ValidationData"
+    cases = ["BraTS2021_00001", "BraTS2021_00013"]
+    for case in cases:
+        brats_case(validation / case, "_", BRATS_MODALITIES, ".nii.gz", [], labelled=False)
+    return validation.name, cases
+
+
+def brats2023_release(root: Path) -> tuple[str, list[str]]:
+    """``ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData`` beside ``...-ValidationData`` (t1n, t1c, t2w, t2f; no seg)."""
+    brats_case(root / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / "BraTS-GLI-00000-000", "-", BRATS2023_MODALITIES,
+               ".nii.gz", [0, 1, 2, 3])
+    validation = root / "ASNR-MICCAI-BraTS2023-GLI-Challenge-ValidationData"
+    cases = ["BraTS-GLI-00001-000", "BraTS-GLI-00001-001"]
+    for case in cases:
+        brats_case(validation / case, "-", BRATS2023_MODALITIES, ".nii.gz", [], labelled=False)
+    return validation.name, cases
+
+
+RELEASES = [("brats2018", brats2018_release), ("brats2019", brats2019_release), ("brats2020", brats2020_release),
+            ("brats2021", brats2021_release), ("brats2023", brats2023_release)]
+
+
+@pytest.mark.parametrize("layout, release", RELEASES)
+def test_an_unlabelled_dataset_is_the_validation_release_beside_the_training_data(tmp_path, layout, release):
+    """The whole archive, or its validation folder alone, named as a labelled: false dataset: its validation cases."""
+    folder, cases = release(tmp_path)
+    for root in (tmp_path, tmp_path / folder):
+        frame, info = build_manifest(root, layout, "val", labelled=False)
+        assert list(frame["case"]) == cases
+        assert (frame["label"] == "").all() and not info.labelled
+        assert all(str(tmp_path / folder) in path for path in frame[[c for c in frame.columns if c.startswith("image_")]]
+                   .values.ravel())
+    write_manifest(frame, info, tmp_path / "val.csv", tmp_path / "val.json")
+    assert read_dataset_info(tmp_path / "val.json").labelled is False
+
+
+@pytest.mark.parametrize("layout, release", RELEASES)
+def test_a_labelled_dataset_leaves_the_validation_release_out(tmp_path, layout, release):
+    folder, cases = release(tmp_path)
+    frame, info = build_manifest(tmp_path, layout, "train")
+    assert not set(cases) & set(frame["case"]) and len(frame) >= 1 and (frame["label"] != "").all() and info.labelled
+    with pytest.raises(GliosegError, match="no cases in the") as error:
+        build_manifest(tmp_path / folder, layout, "train")
+    assert f"the {len(cases)} cases found are a validation release without labels" in error.value.message
+    assert "datasets → train → labelled: false" in error.value.message
+
+
+def test_an_unlabelled_dataset_without_a_validation_release_is_every_case(tmp_path):
+    for case in ("BraTS2021_00000", "BraTS2021_00002"):
+        brats_case(tmp_path / "my_scans" / case, "_", BRATS_MODALITIES, ".nii.gz", [], labelled=False)
+    frame, _ = build_manifest(tmp_path, "brats2021", "val", labelled=False)
+    assert list(frame["case"]) == ["BraTS2021_00000", "BraTS2021_00002"]
 
 
 # ---------------------------------------------------------------- custom

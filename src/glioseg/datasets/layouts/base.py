@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,8 @@ class CaseFiles:
     label: Path | None
     extra: dict[str, str] = field(default_factory=dict)
     mask: Path | None = None
+    validation_release: bool = False
+    """The case lies in a challenge's validation release, whose labels were never published."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,22 @@ class Layout:
     masks: bool = False
     physical_spacing: bool = True
     stacks_slices: bool = False
+
+
+def cases_for(cases: Sequence[CaseFiles], labelled: bool) -> list[CaseFiles]:
+    """The cases a dataset is made of, given whether it is labelled (the config's ``labelled``).
+
+    A labelled dataset leaves out the unlabelled cases of a validation
+    release: a BraTS archive often holds the training and the validation
+    release side by side, and only the first is training data. An unlabelled
+    one (a validation release to predict) is the validation release's cases
+    when there are any, so the same archive can be named as both datasets;
+    otherwise it is every case found.
+    """
+    if labelled:
+        return [case for case in cases if case.label is not None or not case.validation_release]
+    released = [case for case in cases if case.validation_release]
+    return released or list(cases)
 
 
 def captured_patient(regex: re.Pattern[str] | None, case: str, error: Callable[[str], Exception]) -> str:

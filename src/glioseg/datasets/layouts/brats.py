@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,18 +28,28 @@ def _nifti(folder: Path, stem: str) -> Path | None:
     return existing_file(folder / f"{stem}.nii.gz") or existing_file(folder / f"{stem}.nii")
 
 
-def _without_unlabelled_validation(found: Iterable[tuple[Path, CaseFiles]]) -> Iterable[CaseFiles]:
-    """Drop unlabelled cases under a ``*ValidationData*`` folder: a challenge's validation release never
-    published its labels, so it is not training data. An unlabelled case anywhere else stays, for the
-    manifest to report."""
-    return (case for folder, case in found if case.label is not None or not any("ValidationData" in part for part in folder.parent.parts))
+#: The folders the challenges ship their validation releases in: ``MICCAI_BraTS_2018_Data_Validation``, 2019's
+#: alike, ``MICCAI_BraTS2020_ValidationData``, ``RSNA_ASNR_MICCAI_BraTS2021_ValidationData`` and
+#: ``ASNR-MICCAI-BraTS2023-<COHORT>-Challenge-ValidationData`` (and the Kaggle uploads' wrappers of them).
+VALIDATION_RELEASE = re.compile(r"ValidationData|_Data_Validation", re.IGNORECASE)
+
+
+def in_validation_release(folder: Path) -> bool:
+    """Whether a case folder lies under a validation release's folder, whose labels were never published: a
+    labelled dataset leaves its unlabelled cases out, an unlabelled one is made of them
+    (:func:`~glioseg.datasets.layouts.base.cases_for`)."""
+    return any(VALIDATION_RELEASE.search(part) for part in folder.parent.parts)
 
 
 # ---------------------------------------------------------------- 2018–2021
 
 
 def _brats2021_cases(root: Path) -> list[CaseFiles]:
-    """``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``, at any depth; one patient per case."""
+    """``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz``, at any depth; one patient per case.
+
+    The validation release (``RSNA_ASNR_MICCAI_BraTS2021_ValidationData/BraTS2021_XXXXX/``, no ``seg``) names its
+    cases and files the same way.
+    """
     cases = (
         CaseFiles(
             case=folder.name,
@@ -47,6 +57,7 @@ def _brats2021_cases(root: Path) -> list[CaseFiles]:
             group="",
             images={m: _nifti(folder, f"{folder.name}_{m}") for m in BRATS2021.modalities},
             label=_nifti(folder, f"{folder.name}_seg"),
+            validation_release=in_validation_release(folder),
         )
         for folder in case_folders(root, re.compile(r"^BraTS2021_\d{5}$"))
     )
@@ -57,22 +68,25 @@ def _graded_cases(root: Path, case_prefix: str) -> list[CaseFiles]:
     """BraTS 2018/2019: ``.../{HGG,LGG}/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``; group = the grade folder.
 
     Only case folders directly inside a folder named ``HGG`` or ``LGG`` count,
-    which also leaves out the validation release (its cases sit directly in
-    ``MICCAI_BraTS_<year>_Data_Validation/``, ungraded and unlabelled). Each
-    case is its own patient: these releases publish no cross-case patient ids.
+    and those directly inside the validation release's
+    ``MICCAI_BraTS_<year>_Data_Validation/`` (ungraded, unlabelled: group
+    empty). Each case is its own patient: these releases publish no
+    cross-case patient ids.
     """
     pattern = re.compile(rf"^{re.escape(case_prefix)}_\w+$", re.IGNORECASE)  # re-uploads vary the prefix's case
-    cases = (
-        CaseFiles(
+    cases = []
+    for folder in case_folders(root, pattern):
+        validation = bool(VALIDATION_RELEASE.search(folder.parent.name))
+        if folder.parent.name not in ("HGG", "LGG") and not validation:
+            continue
+        cases.append(CaseFiles(
             case=folder.name,
             patient=folder.name,
-            group=folder.parent.name,
+            group="" if validation else folder.parent.name,
             images={m: _nifti(folder, f"{folder.name}_{m}") for m in _BRATS_MODALITIES},
             label=_nifti(folder, f"{folder.name}_seg"),
-        )
-        for folder in case_folders(root, pattern)
-        if folder.parent.name in ("HGG", "LGG")
-    )
+            validation_release=validation,
+        ))
     return in_case_order(cases, root)
 
 
@@ -129,25 +143,24 @@ def _brats2020_cases(root: Path) -> list[CaseFiles]:
     ``W39_1998.09.19_Segm.nii``; grades are not folders but the ``Grade``
     column of ``name_mapping.csv`` beside the case folders (a case it does not
     list gets an empty group); ``survival_info.csv`` is ignored. The
-    ``BraTS2020_ValidationData`` cases have no labels and are skipped; a
-    training case without a label is kept, for the manifest to report.
+    validation release beside it (``BraTS2020_ValidationData/MICCAI_BraTS2020_ValidationData/BraTS20_Validation_XXX/``,
+    no ``seg``; ``name_mapping_validation_data.csv`` and ``survival_evaluation.csv`` not read) is marked as such
+    (:func:`in_validation_release`); a training case without a label is kept, for the manifest to report.
     """
     folders = case_folders(root, _BRATS2020_CASE)
     grades = {parent: _grades(parent / "name_mapping.csv") for parent in {f.parent for f in folders}}
-    found = (
-        (
-            folder,
-            CaseFiles(
-                case=folder.name,
-                patient=folder.name,
-                group=grades[folder.parent].get(folder.name, ""),
-                images={m: _nifti(folder, f"{folder.name}_{m}") for m in _BRATS_MODALITIES},
-                label=_brats2020_label(folder),
-            ),
+    cases = (
+        CaseFiles(
+            case=folder.name,
+            patient=folder.name,
+            group=grades[folder.parent].get(folder.name, ""),
+            images={m: _nifti(folder, f"{folder.name}_{m}") for m in _BRATS_MODALITIES},
+            label=_brats2020_label(folder),
+            validation_release=in_validation_release(folder),
         )
         for folder in folders
     )
-    return in_case_order(_without_unlabelled_validation(found), root)
+    return in_case_order(cases, root)
 
 
 # ---------------------------------------------------------------- 2023
@@ -185,24 +198,22 @@ def _brats2023_cases(root: Path, cohort: str) -> list[CaseFiles]:
     tumour, the same in every cohort. ``YYY`` is the timepoint: ``BraTS-<COHORT>-XXXXX``
     is the patient, so a patient's timepoints stay in one split. Only the
     cohort's own case folders are read, so another cohort's cases beside them
-    are left out. Unlabelled cases of the ``...-ValidationData`` release are
-    skipped, as for 2020.
+    are left out. The cases of the ``...-Challenge-ValidationData`` release are marked as such
+    (:func:`in_validation_release`), as for 2020.
     """
     pattern = re.compile(rf"^(?P<patient>BraTS-{cohort}-\d{{5}})-\d{{3}}$")
-    found = (
-        (
-            folder,
-            CaseFiles(
-                case=folder.name,
-                patient=pattern.match(folder.name)["patient"],
-                group="",
-                images={m: _nifti(folder, f"{folder.name}-{m}") for m in _BRATS2023_MODALITIES},
-                label=_nifti(folder, f"{folder.name}-seg"),
-            ),
+    cases = (
+        CaseFiles(
+            case=folder.name,
+            patient=pattern.match(folder.name)["patient"],
+            group="",
+            images={m: _nifti(folder, f"{folder.name}-{m}") for m in _BRATS2023_MODALITIES},
+            label=_nifti(folder, f"{folder.name}-seg"),
+            validation_release=in_validation_release(folder),
         )
         for folder in case_folders(root, pattern)
     )
-    return in_case_order(_without_unlabelled_validation(found), root)
+    return in_case_order(cases, root)
 
 
 def brats2023_layout(options: Mapping[str, Any]) -> Layout:
