@@ -3,7 +3,7 @@
 A bundle is one ``torch.save`` file (docs/formats.md, "bundles/"), read with
 ``weights_only=True``: each fold's weights, and as plain JSON-like metadata the
 network spec (the training settings), the input modalities in channel order,
-the preprocessing (crop margin, background rule), the label convention, the
+the preprocessing (crop margin, background rule, target spacing), the label convention, the
 sliding-window settings, the training data's fingerprint (the cache digest)
 and split, the config excerpt, the versions that wrote it and a SHA-256
 checksum over all of it.
@@ -82,6 +82,12 @@ class Bundle:
     @property
     def background(self) -> str:
         return self.metadata["preprocess"]["background"]
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """The spacing the training cache was resampled to; ``None`` (also for bundles from before it existed): none."""
+        spacing = self.metadata["preprocess"].get("spacing")
+        return tuple(spacing) if spacing is not None else None
 
     @property
     def inference(self) -> InferenceSettings:
@@ -177,6 +183,10 @@ def from_results(experiment_dir: str | Path) -> Bundle:
     if properties.get("background") != record["preprocess"]["background"]:
         raise GliosegError(f"the cache was preprocessed with background rule {properties.get('background')!r}, the config "
                            f"now says {record['preprocess']['background']!r}", path=cache_dir / "properties.json",
+                           hint="run the study again (snakemake) so that the cache and the models follow the config.")
+    if properties.get("spacing") != record["preprocess"].get("spacing"):
+        raise GliosegError(f"the cache was resampled to spacing {properties.get('spacing')}, the config now says "
+                           f"{record['preprocess'].get('spacing')}", path=cache_dir / "properties.json",
                            hint="run the study again (snakemake) so that the cache and the models follow the config.")
     splits = _read_json(Path(results.folds(dataset)), hint="run the study's split step (snakemake).")
     weights, folds, training = {}, [], None

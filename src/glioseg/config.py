@@ -435,17 +435,21 @@ def experiment_record(config: Mapping[str, Any], experiment: str) -> dict[str, A
     """What applying an experiment's models to new scans needs from the config (``models/<experiment>/experiment.json``).
 
     The model files rebuild the network; this adds how its training data was
-    preprocessed (crop margin, background rule), the sliding window it
-    predicts with, its folds, and the config excerpt that defined it.
+    preprocessed (crop margin, background rule, target spacing if resampled:
+    left out otherwise, so that records of studies without it stay as they
+    were), the sliding window it predicts with, its folds, and the config
+    excerpt that defined it.
     """
     spec = config["experiments"][experiment]
     dataset = config["datasets"][spec["dataset"]]
+    preprocess = dataset["preprocess"]
     return {
         "format": EXPERIMENT_RECORD_FORMAT,
         "experiment": experiment,
         "dataset": spec["dataset"],
         "folds": experiment_folds(config, experiment),
-        "preprocess": {"margin": dataset["preprocess"]["margin"], "background": dataset["preprocess"]["background"]},
+        "preprocess": {"margin": preprocess["margin"], "background": preprocess["background"],
+                       **({"spacing": [float(s) for s in preprocess["spacing"]]} if "spacing" in preprocess else {})},
         "inference": inference_settings(config, experiment),
         "config": {"seed": config["seed"], "experiment": _without(spec, "resources"), "dataset": _without(dataset, "threads")},
     }

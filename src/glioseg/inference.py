@@ -1,8 +1,10 @@
 """Sliding-window prediction, shared by validation during training and by the infer stage.
 
-Inference runs on the cached (cropped, normalised) image and maps the result
-back: regions → the dataset's labels → the original volume, written with the
-original label file's affine and header so that it overlays the raw data.
+Inference runs on the cached (cropped, resampled if the dataset says so,
+normalised) image and maps the result back: probabilities → the crop's own grid
+→ regions → the dataset's labels → the original volume, written with the
+original label file's affine and header so that it overlays the raw data and
+is scored in its original geometry.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from glioseg.labels import LabelConvention, regions_to_labels
 from glioseg.manifest import DatasetInfo
 from glioseg.models.model_file import load_model
 from glioseg.nifti import load_image, write_label_map
-from glioseg.preprocess import CropBox, uncrop
+from glioseg.preprocess import CaseGeometry
 from glioseg.settings import InferenceSettings
 
 
@@ -102,16 +104,25 @@ def predict_masks(model: nn.Module, image: torch.Tensor, settings: InferenceSett
     return predict_probabilities(model, image, settings, device) > settings.threshold
 
 
-def predict_case_labels(models: Sequence[nn.Module], image: np.ndarray, box: CropBox, original_shape: tuple[int, ...],
+def original_labels(probabilities: np.ndarray, geometry: CaseGeometry, threshold: float,
+                    convention: LabelConvention) -> np.ndarray:
+    """(R, …) probabilities on the crop's grid (:meth:`CaseGeometry.to_crop`) → a label map of the original volume.
+
+    The one way back for the infer stage and ``glioseg predict``: thresholded
+    only after any resampling back, as nnU-Net resamples probabilities before
+    its argmax.
+    """
+    return geometry.place(regions_to_labels(probabilities > threshold, convention))
+
+
+def predict_case_labels(models: Sequence[nn.Module], image: np.ndarray, geometry: CaseGeometry,
                         settings: InferenceSettings, convention: LabelConvention, device: torch.device) -> np.ndarray:
     """A cached (cropped, normalised) case → a label map in the original geometry and label convention.
 
     Several models form an ensemble: their probabilities are averaged before thresholding.
     """
-    batch = torch.from_numpy(image)[None]
-    total = sum(predict_probabilities(model, batch, settings, device) for model in models)
-    masks = (total / len(models) > settings.threshold)[0].cpu().numpy()
-    return uncrop(regions_to_labels(masks, convention), box, original_shape)
+    probabilities = geometry.to_crop(ensemble_probabilities(models, image, settings, device).numpy())
+    return original_labels(probabilities, geometry, settings.threshold, convention)
 
 
 def load_models(model_paths: Sequence[str | Path], info: DatasetInfo, device: torch.device) -> tuple[list[nn.Module], str]:
@@ -153,8 +164,7 @@ def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manife
         for case in tqdm(cases, desc=description, unit="case"):
             props = properties[case]
             image = reader(cache_dir, case, props, len(cache.regions)).image()
-            labels = predict_case_labels(models, image, CropBox.from_json(props["crop"]),
-                                         tuple(props["original_shape"]), settings, info.convention, device)
+            labels = predict_case_labels(models, image, CaseGeometry.of(props), settings, info.convention, device)
             write_label_map(tmp / f"{case}.nii.gz", labels, load_image(rows.loc[case, "label"]))
 
 
@@ -162,8 +172,8 @@ def ensemble_probabilities(models: Sequence[nn.Module], image: np.ndarray, setti
                            device: torch.device) -> torch.Tensor:
     """One cropped, normalised case (C, X, Y, Z) → the models' mean region probabilities (R, X, Y, Z) on the CPU.
 
-    The same sum and division as :func:`predict_case_labels`, so thresholding
-    this gives exactly its labels.
+    What :func:`predict_case_labels` thresholds, so ``glioseg predict`` gives
+    exactly the infer stage's labels.
     """
     batch = torch.from_numpy(image)[None]
     total = sum(predict_probabilities(model, batch, settings, device) for model in models)

@@ -307,10 +307,9 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
     from tqdm import tqdm
 
     from glioseg.bundle import open_model
-    from glioseg.inference import ensemble_probabilities
-    from glioseg.labels import regions_to_labels
-    from glioseg.nifti import write_label_map
-    from glioseg.preprocess import prepare_image, uncrop
+    from glioseg.inference import ensemble_probabilities, original_labels
+    from glioseg.nifti import voxel_spacing, write_label_map
+    from glioseg.preprocess import prepare_image
 
     output = Path(output)
     bundle = open_model(model)
@@ -342,16 +341,15 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
                 raise GliosegError(case.problem, path=case.where())
             image, reference = read_case(case)
             try:
-                prepared = prepare_image(image, bundle.margin, bundle.background)
+                prepared = prepare_image(image, bundle.margin, bundle.background, spacing=bundle.spacing,
+                                         case_spacing=voxel_spacing(reference))
             except GliosegError as exc:
                 raise GliosegError(exc.problem, path=next(iter(case.files.values())), hint=exc.hint) from None
-            mean = ensemble_probabilities(networks, prepared.image, settings, device)
-            masks = (mean > settings.threshold).numpy()
+            geometry = prepared.geometry
+            mean = geometry.to_crop(ensemble_probabilities(networks, prepared.image, settings, device).numpy())
             if probabilities:
-                _write_probabilities(probability_file, uncrop(mean.numpy(), prepared.box, prepared.original_shape),
-                                     reference, bundle.regions)
-            write_label_map(target, uncrop(regions_to_labels(masks, convention), prepared.box, prepared.original_shape),
-                            reference)
+                _write_probabilities(probability_file, geometry.place(mean), reference, bundle.regions)
+            write_label_map(target, original_labels(mean, geometry, settings.threshold, convention), reference)
             report.written.append(case.case)
         except GliosegError as exc:
             report.failed[case.case] = f"{exc.path}: {exc.problem}" if exc.path is not None else exc.problem

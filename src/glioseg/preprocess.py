@@ -15,6 +15,11 @@ nonzero in any channel) or ``mode`` (data distributed with a constant nonzero
 background, e.g. already z-scored: voxels differing from their channel's most
 frequent value in any channel).
 
+With a target ``spacing`` (a dataset's ``preprocess → spacing``), the crop
+is then resampled to it (:mod:`glioseg.resample`): cropping first, as nnU-Net
+does, resamples only the brain. The z-score statistics are those of the
+resampled image over the resampled brain, which is what the reader applies.
+
 Cases are independent, so they run in parallel over ``threads`` processes;
 the cache is the same whatever their number.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo, image_column
 from glioseg.nifti import load_image, read_image, read_label, read_mask, voxel_spacing
 from glioseg.parallel import map_cases
+from glioseg.resample import resampled_shape, resize, resize_masks
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,37 @@ def uncrop(array: np.ndarray, box: CropBox, shape: tuple[int, ...]) -> np.ndarra
     out = np.zeros((*lead, *shape), dtype=array.dtype)
     out[(*[slice(None)] * len(lead), *box.slices)] = array
     return out
+
+
+@dataclass(frozen=True)
+class CaseGeometry:
+    """Where a cached or prepared case's crop lies in its original volume: what puts a prediction back.
+
+    The one inverse of preprocessing, used by the infer stage and by
+    ``glioseg predict`` alike: probabilities on the network's grid are
+    resampled back to the crop's shape (when the case was resampled), then
+    thresholded by the caller, then placed into the original volume.
+    """
+
+    box: CropBox
+    original_shape: tuple[int, ...]
+
+    @property
+    def crop_shape(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.box.start, self.box.stop))
+
+    def to_crop(self, probabilities: np.ndarray) -> np.ndarray:
+        """(R, …) probabilities on the network's grid → on the crop's grid (linear); unchanged when they already are."""
+        return resize(probabilities, self.crop_shape)
+
+    def place(self, array: np.ndarray) -> np.ndarray:
+        """A (channel-first or plain) array on the crop's grid → the original volume, 0 outside the crop."""
+        return uncrop(array, self.box, self.original_shape)
+
+    @classmethod
+    def of(cls, properties: Mapping[str, Any]) -> CaseGeometry:
+        """The geometry of a case's entry in the cache's properties.json."""
+        return cls(CropBox.from_json(properties["crop"]), tuple(properties["original_shape"]))
 
 
 BACKGROUNDS: tuple[str, ...] = ("zero", "mode")
@@ -173,10 +210,13 @@ class BrainCrop:
 
 
 def crop_to_brain(image: np.ndarray, mask: np.ndarray | None, background: str, margin: int,
-                  where: str | Path | None = None) -> BrainCrop:
-    """The one crop and z-score rule of training cases (:func:`preprocess_case`) and new cases (:func:`prepare_image`).
+                  where: str | Path | None = None, spacing: Sequence[float] | None = None,
+                  case_spacing: Sequence[float] | None = None) -> BrainCrop:
+    """The one crop, resampling and z-score rule of training cases (:func:`preprocess_case`) and new cases
+    (:func:`prepare_image`).
 
-    ``where`` is the file an empty brain is reported against.
+    ``where`` is the file an empty brain is reported against; ``spacing``, when
+    given, the target spacing the crop of ``case_spacing`` voxels is resampled to.
     """
     brain, found = find_brain(image, mask, background)
     if not brain.any():
@@ -184,16 +224,23 @@ def crop_to_brain(image: np.ndarray, mask: np.ndarray | None, background: str, m
     box = brain_box(brain[None], margin)
     inside = None if found["method"] == "zero" else crop(brain[None], box)[0]
     cropped = crop(image, box)
+    if spacing is not None:
+        shape = resampled_shape(cropped.shape[1:], case_spacing, spacing)
+        cropped = resize(cropped, shape)
+        inside = None if inside is None else resize_masks(inside[None], shape)[0].astype(bool)
     return BrainCrop(cropped.astype(storage_dtype(cropped)), inside, box, found, Normalisation.of(cropped, inside))
 
 
 def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: LabelConvention, margin: int,
-                    background: str = "zero") -> PreprocessedCase:
-    """Crop one case to its brain and compute its z-score statistics and region masks."""
+                    background: str = "zero", spacing: Sequence[float] | None = None) -> PreprocessedCase:
+    """Crop one case to its brain, resample it to ``spacing`` if given, and compute its z-score statistics and
+    region masks."""
     image = load_case(row, modalities)
     mask = _mask_of(row)
+    own = voxel_spacing(load_image(row["label"]))
     cropped = crop_to_brain(image, mask, background, margin,
-                            where=row["mask"] if mask is not None else row[image_column(modalities[0])])
+                            where=row["mask"] if mask is not None else row[image_column(modalities[0])],
+                            spacing=spacing, case_spacing=own)
     label = read_label(row["label"])
     try:
         regions = labels_to_regions(label, convention)
@@ -202,11 +249,13 @@ def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: Lab
     properties = {
         "original_shape": list(image.shape[1:]),
         "crop": cropped.box.to_json(),
-        "spacing": list(voxel_spacing(load_image(row["label"]))),
+        **({"resampled_shape": list(cropped.image.shape[1:])} if spacing is not None else {}),
+        "spacing": list(own),
         "brain": cropped.found,
         "normalisation": cropped.normalisation.to_json(),
     }
-    return PreprocessedCase(cropped.image, crop(regions, cropped.box), cropped.brain, properties)
+    regions = resize_masks(crop(regions, cropped.box), cropped.image.shape[1:])
+    return PreprocessedCase(cropped.image, regions, cropped.brain, properties)
 
 
 def case_digest(case: str, cached: PreprocessedCase) -> str:
@@ -239,31 +288,48 @@ class _CaseJob:
     convention: LabelConvention
     margin: int
     background: str
+    spacing: tuple[float, ...] | None
 
     def __call__(self, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        cached = preprocess_case(pd.Series(row), self.modalities, self.convention, self.margin, self.background)
+        cached = preprocess_case(pd.Series(row), self.modalities, self.convention, self.margin, self.background,
+                                 self.spacing)
         write_case(self.out, row["case"], cached.image, cached.regions, cached.brain)
         return cached.properties, case_digest(row["case"], cached)
 
 
+def target_spacing(spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+    """A dataset's ``preprocess → spacing`` as floats, checked: three positive numbers, or ``None`` (no resampling)."""
+    if spacing is None:
+        return None
+    values = tuple(float(s) for s in spacing)
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise GliosegError(f"the target spacing {list(spacing)} is not three positive numbers",
+                           hint="give the spacing as [x, y, z] (mm, or voxels for datasets without physical spacing).")
+    return values
+
+
 def preprocess_dataset(manifest: pd.DataFrame, info: DatasetInfo, out_dir: str | Path, margin: int,
-                       background: str = "zero", threads: int = 1) -> None:
+                       background: str = "zero", threads: int = 1, spacing: Sequence[float] | None = None) -> None:
     """Write the whole dataset's cache folder atomically, cases in parallel over ``threads`` processes, and its digest.
 
-    ``background`` is the rule for cases without a brain mask (:data:`BACKGROUNDS`).
+    ``background`` is the rule for cases without a brain mask (:data:`BACKGROUNDS`);
+    ``spacing`` the target spacing each crop is resampled to (``None``: none, and
+    the cache is exactly what it was before resampling existed).
     The digest combines the cases' digests in manifest order, so it does not
     depend on which process finished first.
     """
     if background not in BACKGROUNDS:
         raise GliosegError(f"unknown background rule '{background}'", hint=f"use one of {list(BACKGROUNDS)}.")
+    spacing = target_spacing(spacing)
     rows = manifest.to_dict("records")
     with atomic_dir(out_dir) as tmp:
-        job = _CaseJob(tmp, info.modalities, info.convention, margin, background)
+        job = _CaseJob(tmp, info.modalities, info.convention, margin, background, spacing)
         results = map_cases(job, rows, threads=threads, desc=f"preprocessing {info.name}", name=lambda row: row["case"])
         properties = {row["case"]: props for row, (props, _) in zip(rows, results)}
         digest = hashlib.sha256("".join(f"{row['case']}:{d}\n" for row, (_, d) in zip(rows, results)).encode("utf-8"))
         write_json(tmp / "properties.json", {"format": CACHE_FORMAT, "dataset": info.to_json(),
                                              "regions": list(info.convention.regions), "background": background,
+                                             **({"spacing": list(spacing)} if spacing is not None else {}),
                                              "digest": digest.hexdigest(), "cases": properties})
     whole = [case for case, props in properties.items()
              if keeps_whole_volume(CropBox.from_json(props["crop"]), tuple(props["original_shape"]))]
@@ -287,10 +353,17 @@ class PreparedImage:
     brain: dict[str, Any]
     """How the brain was found, as properties.json's ``brain``."""
 
+    @property
+    def geometry(self) -> CaseGeometry:
+        """What puts the prediction back into the case's volume, as the infer stage does for a cached case."""
+        return CaseGeometry(self.box, self.original_shape)
 
-def prepare_image(image: np.ndarray, margin: int, background: str = "zero", mask: np.ndarray | None = None) -> PreparedImage:
-    """Crop and z-score a (C, X, Y, Z) image of a case without a label, exactly as :func:`preprocess_case` and the
-    cache's reader do for a training case (:func:`crop_to_brain`)."""
-    cropped = crop_to_brain(image, mask, background, margin)
+
+def prepare_image(image: np.ndarray, margin: int, background: str = "zero", mask: np.ndarray | None = None,
+                  spacing: Sequence[float] | None = None, case_spacing: Sequence[float] | None = None) -> PreparedImage:
+    """Crop, resample (to ``spacing``, from the case's ``case_spacing``) and z-score a (C, X, Y, Z) image of a case
+    without a label, exactly as :func:`preprocess_case` and the cache's reader do for a training case
+    (:func:`crop_to_brain`)."""
+    cropped = crop_to_brain(image, mask, background, margin, spacing=target_spacing(spacing), case_spacing=case_spacing)
     return PreparedImage(cropped.normalisation.apply(cropped.image, cropped.brain), cropped.box, tuple(image.shape[1:]),
                          cropped.found)

@@ -10,7 +10,7 @@ from torch import nn
 
 from glioseg.inference import predict_case_labels
 from glioseg.labels import BRATS
-from glioseg.preprocess import CropBox
+from glioseg.preprocess import CaseGeometry, CropBox
 from glioseg.settings import InferenceSettings
 
 SETTINGS = InferenceSettings(roi_size=(16, 16, 16), overlap=0.25, sw_batch_size=2, blend="gaussian", threshold=0.5, amp=False)
@@ -29,7 +29,7 @@ def test_prediction_is_painted_and_put_back_where_it_was_cropped_from():
     cropped[0, 5:10, 5:10, 3:7] = 1  # TC
     cropped[2, 6:8, 6:8, 4:6] = 1  # ET
     box = CropBox(start=(7, 4, 10), stop=(27, 22, 22))
-    labels = predict_case_labels([ThresholdModel()], cropped, box, (40, 30, 25), SETTINGS, BRATS, torch.device("cpu"))
+    labels = predict_case_labels([ThresholdModel()], cropped, CaseGeometry(box, (40, 30, 25)), SETTINGS, BRATS, torch.device("cpu"))
     assert labels.shape == (40, 30, 25) and labels.dtype == np.uint8
     inside = labels[7:27, 4:22, 10:22]
     assert np.count_nonzero(labels) == np.count_nonzero(inside)  # nothing outside the crop box
@@ -81,12 +81,12 @@ class ConstantLogit(nn.Module):
 
 def test_an_ensemble_averages_probabilities_not_votes():
     image = np.zeros((4, 12, 10, 8), dtype=np.float32)
-    box, cpu = CropBox(start=(0, 0, 0), stop=(12, 10, 8)), torch.device("cpu")
+    box, cpu = CaseGeometry(CropBox(start=(0, 0, 0), stop=(12, 10, 8)), (12, 10, 8)), torch.device("cpu")
     settings = dataclasses.replace(SETTINGS, roi_size=(12, 10, 8))
     # Probabilities 0.998, 0.378, 0.378: their mean 0.584 passes the threshold although two of three models say no.
     models = [ConstantLogit(6.0), ConstantLogit(-0.5), ConstantLogit(-0.5)]
-    assert (predict_case_labels(models, image, box, (12, 10, 8), settings, BRATS, cpu) == 4).all()
-    assert (predict_case_labels(models[1:], image, box, (12, 10, 8), settings, BRATS, cpu) == 0).all()
+    assert (predict_case_labels(models, image, box, settings, BRATS, cpu) == 4).all()
+    assert (predict_case_labels(models[1:], image, box, settings, BRATS, cpu) == 0).all()
     # A confident no outweighs a fairly sure yes: 0.900 and 0.0025 average to 0.451.
-    assert (predict_case_labels([ConstantLogit(2.2), ConstantLogit(-6.0)], image, box, (12, 10, 8), settings, BRATS, cpu)
+    assert (predict_case_labels([ConstantLogit(2.2), ConstantLogit(-6.0)], image, box, settings, BRATS, cpu)
             == 0).all()

@@ -292,6 +292,17 @@ def layout_arguments(wildcards):
     return layout if is_labelled(config, wildcards.dataset) else f"{layout} --unlabelled"
 
 
+def background_arguments(wildcards):
+    """The preprocess job's ``--background`` value, followed by ``--spacing X Y Z`` for a dataset resampled to one.
+
+    One param, as layout_arguments, so that caches of datasets without a spacing are not rebuilt for it,
+    while a changed spacing, like a changed background rule, rebuilds the cache.
+    """
+    preprocess = DATASETS[wildcards.dataset]["preprocess"]
+    spacing = preprocess.get("spacing")
+    return preprocess["background"] + (" --spacing " + " ".join(str(float(s)) for s in spacing) if spacing else "")
+
+
 # The config's predict section: (experiment, dataset) pairs predicted into submissions/, never scored.
 PREDICTIONS = {(entry["experiment"], entry["dataset"]): entry for entry in config["predict"]}
 

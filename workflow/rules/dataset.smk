@@ -124,7 +124,7 @@ rule preprocess:
         directory(RESULTS.preprocessed("{dataset}")),
     params:
         margin=lambda w: DATASETS[w.dataset]["preprocess"]["margin"],
-        background=lambda w: DATASETS[w.dataset]["preprocess"]["background"],
+        background=background_arguments,  # and --spacing, when the dataset is resampled
         cache_format=CACHE_FORMAT,  # a new cache format rebuilds old caches
     log:
         RESULTS.log("preprocess", "{dataset}"),

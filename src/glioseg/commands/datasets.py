@@ -65,7 +65,7 @@ def preprocess(args: argparse.Namespace) -> None:
     from glioseg.preprocess import preprocess_dataset
 
     preprocess_dataset(read_manifest(args.manifest), read_dataset_info(args.info), args.out, args.margin, args.background,
-                       threads=args.threads or 1)
+                       threads=args.threads or 1, spacing=args.spacing)
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -120,4 +120,7 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--background", choices=("zero", "mode"), default="zero",
                    help="how to find the brain in cases without a brain mask: voxels nonzero in any channel (zero), "
                         "or voxels differing from their channel's most frequent value in any channel (mode)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="resample each case after the crop to this spacing (mm, or voxels for datasets without a "
+                        "physical spacing); by default none")
     p.add_argument("--out", type=Path, required=True)
