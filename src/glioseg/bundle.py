@@ -76,6 +76,12 @@ class Bundle:
         return list(self.metadata["regions"])
 
     @property
+    def brain_masks(self) -> bool:
+        """Whether training found the brain by a brain-mask file per case (the layout's ``mask``) rather than by the
+        background rule, so that new scans need theirs; ``False`` for bundles from before it was recorded."""
+        return bool(self.metadata["preprocess"].get("brain_masks", False))
+
+    @property
     def margin(self) -> int:
         return int(self.metadata["preprocess"]["margin"])
 
@@ -159,6 +165,11 @@ def _versions() -> dict[str, str]:
     return {"glioseg": glioseg.__version__, "monai": monai.__version__, "torch": torch.__version__.split("+")[0]}
 
 
+def _brain_masks(properties: Mapping[str, Any]) -> bool:
+    """Whether the cache found any case's brain by its mask file (properties.json's ``brain.method``)."""
+    return any(case.get("brain", {}).get("method") == "mask" for case in properties.get("cases", {}).values())
+
+
 def from_results(experiment_dir: str | Path) -> Bundle:
     """The bundle of ``results/models/<experiment>``: its record, fold models, training cache's properties and split.
 
@@ -215,7 +226,7 @@ def from_results(experiment_dir: str | Path) -> Bundle:
         "modalities": list(cache.modalities),
         "regions": list(cache.regions),
         "dataset": properties["dataset"],
-        "preprocess": {**record["preprocess"], "cache_format": CACHE_FORMAT},
+        "preprocess": {**record["preprocess"], "cache_format": CACHE_FORMAT, "brain_masks": _brain_masks(properties)},
         "inference": record["inference"],
         "training": training,
         "folds": folds,

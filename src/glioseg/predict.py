@@ -22,6 +22,13 @@ the workflow predicts a dataset of the config's ``predict`` section): its
 cases and files as the layout found and the manifest checked them, each model
 modality read from the dataset's modality of the same name (or another
 release's name for it).
+
+A model trained on an LGG kaggle_3m dataset reads the release's own form
+instead: case folders of ``<case>_<n>.tif`` slices, stacked exactly as the
+workflow stacked its training data (:func:`glioseg.datasets.lgg.stack_scans`),
+and writes each slice's mask beside the volume. A model trained with brain
+masks (a layout's ``mask``) needs each case's (``--mask``), and one trained
+without them refuses them: the brain is found as training found it.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from glioseg.labels import BRATS, BRATS2023, LGG, LabelConvention
 log = logging.getLogger(__name__)
 
 NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+TIF = re.compile(r"\.tiff?$", re.IGNORECASE)
 
 SYNONYMS: tuple[frozenset[str], ...] = (
     frozenset({"t1", "t1n"}), frozenset({"t1ce", "t1c", "t1gd"}), frozenset({"t2", "t2w"}), frozenset({"flair", "t2f"}),
@@ -73,15 +81,21 @@ def aliases(modality: str) -> list[str]:
 
 @dataclass
 class CaseInput:
-    """One case's modality files as found, and what is wrong with them (``problem``), if anything."""
+    """One case's modality files as found, and what is wrong with them (``problem``), if anything.
+
+    ``slices``: instead of files, the folder of an LGG kaggle_3m case's tif slices, stacked as training stacked
+    them. ``mask``: the case's brain mask, for a model whose training found the brain by mask files.
+    """
 
     case: str
     files: dict[str, Path] = field(default_factory=dict)
     problem: str | None = None
+    slices: Path | None = None
+    mask: Path | None = None
 
     def where(self) -> Path | None:
         """The file or folder an error about this case names."""
-        return next(iter(self.files.values()), None)
+        return self.slices or next(iter(self.files.values()), None)
 
 
 class Matcher:
@@ -180,38 +194,105 @@ def _explicit_files(paths: Sequence[Path], matcher: Matcher) -> CaseInput:
     return case
 
 
-def find_cases(inputs: Sequence[str | Path], matcher: Matcher) -> list[CaseInput]:
-    """Every case of ``inputs``: each folder searched at any depth, and the files given one by one as one case."""
+def _existing(inputs: Sequence[str | Path]) -> list[Path]:
     paths = [Path(p) for p in inputs]
     absent = [p for p in paths if not p.exists()]
     if absent:
         raise GliosegError("no such input", path=absent[0], hint="give folders of cases, one case folder, or a case's files.")
-    cases: list[CaseInput] = []
+    return paths
+
+
+def _folders(paths: Sequence[Path]) -> list[Path]:
+    """Every folder of ``paths``, at any depth, in a stable order."""
+    found = []
     for folder in (p for p in paths if p.is_dir()):
         for root, dirs, _ in os.walk(folder):
             dirs.sort()
-            cases += matcher.in_folder(Path(root))
-    files = [p for p in paths if p.is_file()]
-    if files:
-        cases.append(_explicit_files(files, matcher))
-    for case in cases:
-        _check_complete(case, matcher)
+            found.append(Path(root))
+    return found
+
+
+def _first_file(paths: Sequence[Path], pattern: re.Pattern[str]) -> Path | None:
+    """The first file among ``paths`` or in their folders whose name matches ``pattern``: what the inputs hold instead."""
+    candidates = [p for p in paths if p.is_file()] + [f for folder in _folders(paths) for f in sorted(folder.iterdir())]
+    return next((p for p in candidates if p.is_file() and pattern.search(p.name)), None)
+
+
+def _sorted_unique(cases: list[CaseInput]) -> list[CaseInput]:
+    """``cases`` by name; two of one name are both marked as a problem (they would write one file)."""
     seen: dict[str, CaseInput] = {}
     for case in cases:
         if case.case in seen:
             first = seen[case.case]
             case.problem = first.problem = f"two cases named {case.case}: in {first.where().parent} and {case.where().parent}"
         seen.setdefault(case.case, case)
-    if not cases:
-        raise GliosegError(f"no cases found: no NIfTI files named as the model's modalities "
-                           f"({'; '.join(matcher.describe(m) for m in matcher.modalities)})", path=paths[0] if paths else None,
-                           hint="point --input at the scans, or name each modality's files with --modality name=pattern.")
     return sorted(cases, key=lambda c: c.case)
 
 
-def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[str]) -> list[CaseInput]:
+def find_cases(inputs: Sequence[str | Path], matcher: Matcher) -> list[CaseInput]:
+    """Every case of ``inputs``: each folder searched at any depth, and the files given one by one as one case."""
+    paths = _existing(inputs)
+    cases: list[CaseInput] = []
+    for folder in _folders(paths):
+        cases += matcher.in_folder(folder)
+    files = [p for p in paths if p.is_file()]
+    if files:
+        cases.append(_explicit_files(files, matcher))
+    for case in cases:
+        _check_complete(case, matcher)
+    if not cases:
+        tif = _first_file(paths, TIF)
+        if tif is not None:
+            raise GliosegError(f"the inputs hold tif slices ({tif.name}), but the model was trained on NIfTI volumes of "
+                               f"{', '.join(matcher.modalities)}", path=tif, hint="give the model NIfTI scans of those "
+                               "modalities; tif slices are read by models trained on an LGG kaggle_3m dataset.")
+        raise GliosegError(f"no cases found: no NIfTI files named as the model's modalities "
+                           f"({'; '.join(matcher.describe(m) for m in matcher.modalities)})", path=paths[0] if paths else None,
+                           hint="point --input at the scans, or name each modality's files with --modality name=pattern.")
+    return _sorted_unique(cases)
+
+
+def find_slice_cases(inputs: Sequence[str | Path]) -> list[CaseInput]:
+    """Every LGG kaggle_3m case of ``inputs``, for a model trained on such a dataset: each folder, at any depth, that
+    holds its own ``<folder>_<n>.tif`` slices (``_mask.tif`` files beside them are not read)."""
+    from glioseg.datasets.lgg import holds_slices
+
+    paths = _existing(inputs)
+    files = [p for p in paths if p.is_file()]
+    if files:
+        raise GliosegError("a model trained on LGG kaggle_3m slices reads case folders, not single files", path=files[0],
+                           hint="give the folder of a case's <case>_<n>.tif slices, or a folder of such folders.")
+    cases = [CaseInput(folder.name, slices=folder) for folder in _folders(paths) if holds_slices(folder)]
+    if not cases:
+        nifti = _first_file(paths, NIFTI)
+        found = f"the inputs hold NIfTI files ({nifti.name}) but no" if nifti is not None else "no"
+        raise GliosegError(f"{found} LGG kaggle_3m case folders: the model was trained on the release's tif slices, "
+                           "and reads folders of <case>_<n>.tif (pre-contrast, FLAIR, post-contrast)",
+                           path=nifti or (paths[0] if paths else None),
+                           hint="give a case folder of <case>_<n>.tif slices, or a folder of such folders; a stacked "
+                                "dataset's NIfTI volumes are predicted through its manifest (--manifest).")
+    return _sorted_unique(cases)
+
+
+def find_masks(cases: Sequence[CaseInput], pattern: str) -> None:
+    """Each case's brain mask: the one file ``pattern`` (``{case}`` being the case's name) matches in its folder; none
+    or several is the case's problem."""
+    for case in cases:
+        where = case.where()
+        if where is None or case.problem:
+            continue
+        found = sorted(p for p in where.parent.glob(pattern.replace("{case}", case.case)) if p.is_file())
+        if len(found) == 1:
+            case.mask = found[0]
+        else:
+            listed = f": {', '.join(p.name for p in found)}" if found else ""
+            case.problem = f"--mask {pattern!r} matches {len(found)} files in {where.parent}{listed}, not one brain mask"
+
+
+def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[str], masks: bool = False) -> list[CaseInput]:
     """The cases of a dataset's manifest, each of the model's ``modalities`` read from the dataset's modality of that
-    name or of another BraTS release's name for it (a model of 2021's t1ce reads 2023's t1c)."""
+    name or of another BraTS release's name for it (a model of 2021's t1ce reads 2023's t1c); with ``masks`` (a model
+    trained with brain masks), each with the brain mask its layout found."""
     from glioseg.manifest import image_column, read_dataset_info, read_manifest
 
     frame, dataset = read_manifest(manifest), read_dataset_info(info)
@@ -227,7 +308,8 @@ def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[
                            f"{list(modalities)}: none of the dataset's is {', '.join(missing)}", path=manifest,
                            hint="predict a dataset with the model's modalities (the BraTS releases' names for one "
                                 "modality count as the same), or name each modality's files with --input and --modality.")
-    cases = [CaseInput(row["case"], {m: Path(row[image_column(chosen[m])]) for m in modalities})
+    cases = [CaseInput(row["case"], {m: Path(row[image_column(chosen[m])]) for m in modalities},
+                       mask=Path(row["mask"]) if masks and isinstance(row.get("mask"), str) and row["mask"] else None)
              for _, row in frame.iterrows()]
     if not cases:
         raise GliosegError("the manifest lists no cases", path=manifest, hint="run the manifest step again.")
@@ -237,22 +319,33 @@ def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[
 # ---------------------------------------------------------------- reading one case
 
 
-def read_case(case: CaseInput) -> tuple[np.ndarray, Any]:
-    """The case's (C, X, Y, Z) float32 image and its first modality's NIfTI (the output's geometry); shapes and
-    affines must agree across modalities, as the manifest requires of training cases."""
+def read_case(case: CaseInput) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """The case's (C, X, Y, Z) float32 image, its first modality's NIfTI (the output's geometry) and its brain mask,
+    if it has one; shapes and affines must agree across modalities and the mask, as the manifest requires of training
+    cases. An LGG case's slices are stacked as training stacked them (:func:`glioseg.datasets.lgg.stack_scans`)."""
     from glioseg.manifest import AFFINE_TOLERANCE
-    from glioseg.nifti import load_image, read_image
+    from glioseg.nifti import load_image, read_image, read_mask
 
-    headers = {m: load_image(p) for m, p in case.files.items()}
+    if case.slices is not None:
+        from glioseg.datasets.lgg import stack_scans
+
+        return (*stack_scans(case.slices), None)
+    paths = {**case.files, **({"brain mask": case.mask} if case.mask is not None else {})}
+    headers = {name: load_image(p) for name, p in paths.items()}
     (first, reference), *others = headers.items()
-    for modality, image in others:
+    for name, image in others:
         if image.shape != reference.shape:
-            raise GliosegError(f"{modality} has shape {image.shape} but {first} has {reference.shape}",
-                               path=case.files[modality], hint="give the case's modalities co-registered on one grid.")
+            raise GliosegError(f"{name} has shape {image.shape} but {first} has {reference.shape}",
+                               path=paths[name], hint=f"give the case's {_grid_of(name)} on one grid.")
         if not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
-            raise GliosegError(f"{modality}'s affine differs from {first}'s", path=case.files[modality],
-                               hint="give the case's modalities co-registered on one grid.")
-    return np.stack([read_image(p) for p in case.files.values()]), reference
+            raise GliosegError(f"{name}'s affine differs from {first}'s", path=paths[name],
+                               hint=f"give the case's {_grid_of(name)} on one grid.")
+    mask = read_mask(case.mask) if case.mask is not None else None
+    return np.stack([read_image(p) for p in case.files.values()]), reference, mask
+
+
+def _grid_of(name: str) -> str:
+    return "brain mask and modalities co-registered" if name == "brain mask" else "modalities co-registered"
 
 
 # ---------------------------------------------------------------- the run
@@ -289,7 +382,7 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
             patterns: Mapping[str, str] | None = None, folds: Sequence[int] | None = None,
             overrides: Mapping[str, Any] | None = None, labels: str | None = None, probabilities: bool = False,
             device: Any = None, manifest: tuple[str | Path, str | Path] | None = None,
-            record: str | Path | None = None) -> PredictReport:
+            record: str | Path | None = None, mask: str | None = None) -> PredictReport:
     """Predict every case of ``inputs`` into ``output``; raise one error naming every case that failed, after the rest.
 
     ``folds``: the fold models to use (default: all, as an ensemble);
@@ -299,7 +392,11 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
     ``manifest``: a dataset's (manifest CSV, sidecar JSON), whose cases are
     predicted besides those of ``inputs``; ``record``: where the run record
     goes (default ``output/predict.json``; elsewhere, ``output`` holds only
-    ``<case>.nii.gz``, as a challenge's submission folder must).
+    ``<case>.nii.gz``, as a challenge's submission folder must); ``mask``: each
+    case's brain-mask file, a pattern as ``patterns``' (required by, and only
+    taken by, a model trained with brain masks). A model trained on an LGG
+    kaggle_3m dataset reads case folders of tif slices and also writes each
+    slice's mask, ``<case>/<case>_<n>_mask.tif``.
     """
     import dataclasses
 
@@ -318,12 +415,12 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
         settings = dataclasses.replace(settings, **{k: tuple(v) if k == "roi_size" else v for k, v in overrides.items()})
     convention = _convention(bundle, labels)
     chosen = list(folds) if folds else bundle.folds
-    matcher = Matcher(bundle.modalities, patterns)
-    cases = find_cases(inputs, matcher) if inputs else []
+    cases = _input_cases(bundle, inputs, patterns, mask) if inputs else []
     if manifest is not None:
-        cases = sorted([*cases, *manifest_cases(*manifest, bundle.modalities)], key=lambda c: c.case)
+        cases = sorted([*cases, *manifest_cases(*manifest, bundle.modalities, bundle.brain_masks)], key=lambda c: c.case)
     if not cases:
         raise GliosegError("nothing to predict", hint="give --input scans or a dataset's --manifest.")
+    _check_brain_masks(bundle, cases, mask)
     _check_output(output, _run_record(bundle, chosen, settings, convention), Path(record) if record else None)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     networks = bundle.models(chosen, device)
@@ -333,23 +430,25 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
     for case in tqdm(cases, desc=f"predicting with {bundle.experiment}", unit="case"):
         target = output / f"{case.case}.nii.gz"
         probability_file = output / PROBABILITIES / f"{case.case}.nii.gz"
-        if target.is_file() and (not probabilities or probability_file.is_file()):
+        if target.is_file() and (not probabilities or probability_file.is_file()) and _slices_written(case, output):
             report.skipped.append(case.case)
             continue
         try:
             if case.problem:
                 raise GliosegError(case.problem, path=case.where())
-            image, reference = read_case(case)
+            image, reference, brain = read_case(case)
             try:
-                prepared = prepare_image(image, bundle.margin, bundle.background, spacing=bundle.spacing,
+                prepared = prepare_image(image, bundle.margin, bundle.background, mask=brain, spacing=bundle.spacing,
                                          case_spacing=voxel_spacing(reference))
             except GliosegError as exc:
-                raise GliosegError(exc.problem, path=next(iter(case.files.values())), hint=exc.hint) from None
+                raise GliosegError(exc.problem, path=case.mask or case.where(), hint=exc.hint) from None
             geometry = prepared.geometry
             mean = geometry.to_crop(ensemble_probabilities(networks, prepared.image, settings, device).numpy())
             if probabilities:
                 _write_probabilities(probability_file, geometry.place(mean), reference, bundle.regions)
             write_label_map(target, original_labels(mean, geometry, settings.threshold, convention), reference)
+            if case.slices is not None:
+                _write_slice_masks(target, output / case.case, case.case)
             report.written.append(case.case)
         except GliosegError as exc:
             report.failed[case.case] = f"{exc.path}: {exc.problem}" if exc.path is not None else exc.problem
@@ -363,6 +462,61 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
                            f"{output}):\n{lines}", hint="fix or remove these cases and run again: finished cases are "
                                                          "skipped.")
     return report
+
+
+def _input_cases(bundle: Any, inputs: Sequence[str | Path], patterns: Mapping[str, str] | None,
+                 mask: str | None) -> list[CaseInput]:
+    """The cases of ``inputs`` in the form the model was trained on: tif slice folders for a model of an LGG
+    kaggle_3m dataset, NIfTI files for any other; with a ``mask`` pattern, each with its brain mask."""
+    from glioseg.datasets.layouts import stacks_slices
+
+    if stacks_slices(bundle.dataset.layout):
+        if patterns:
+            raise GliosegError(f"--modality names NIfTI files, but {bundle.experiment} was trained on LGG kaggle_3m tif "
+                               "slices", hint="leave --modality out and give folders of <case>_<n>.tif slices.")
+        return find_slice_cases(inputs)
+    cases = find_cases(inputs, Matcher(bundle.modalities, patterns))
+    if mask is not None:
+        find_masks(cases, mask)
+    return cases
+
+
+def _check_brain_masks(bundle: Any, cases: Sequence[CaseInput], mask: str | None) -> None:
+    """Refuse, before anything is predicted, to find the brain otherwise than training did: by brain masks for a
+    model trained with them, by the background rule for any other."""
+    if bundle.brain_masks:
+        unmasked = [case.case for case in cases if case.mask is None and not case.problem]
+        if unmasked and mask is None:
+            shown = ", ".join(unmasked[:5]) + (", …" if len(unmasked) > 5 else "")
+            raise GliosegError(f"{bundle.experiment} was trained with brain masks (each training case's brain was its "
+                               f"mask file, not the background rule), but {len(unmasked)} case(s) have none: {shown}",
+                               hint="give each case's brain mask with --mask PATTERN, a glob relative to the case folder "
+                                    "in which {case} is the case's name (e.g. --mask '{case}_brainmask.nii.gz').")
+    elif mask is not None:
+        raise GliosegError(f"--mask gives brain masks, but {bundle.experiment} was trained without them (its brain was "
+                           f"found by the background rule '{bundle.background}'): a mask would crop and z-score the "
+                           "scans otherwise than training did", hint="leave --mask out.")
+
+
+def _slices_written(case: CaseInput, output: Path) -> bool:
+    """Whether an LGG case's per-slice masks are all written (always, for a case of NIfTI files)."""
+    if case.slices is None:
+        return True
+    from glioseg.datasets.lgg import slice_count
+
+    try:
+        count = slice_count(case.slices)
+    except GliosegError:
+        return False  # predicted again, and the folder's problem reported there
+    return all((output / case.case / f"{case.case}_{n}_mask.tif").is_file() for n in range(1, count + 1))
+
+
+def _write_slice_masks(target: Path, folder: Path, case: str) -> None:
+    """The written label map as the release's per-slice masks (0/255), so that they are exactly its slices."""
+    from glioseg.datasets.lgg import write_slice_masks
+    from glioseg.nifti import read_label
+
+    write_slice_masks(read_label(target), folder, case)
 
 
 def _convention(bundle: Any, name: str | None) -> LabelConvention:

@@ -28,7 +28,7 @@ def predict(args: argparse.Namespace) -> None:
     manifest = (args.manifest, args.info or args.manifest.with_suffix(".json")) if args.manifest else None
     report = run(args.model, args.input or [], args.output, patterns=dict(args.modality) if args.modality else None,
                  folds=args.fold, overrides=overrides, labels=args.labels, probabilities=args.probabilities,
-                 manifest=manifest, record=args.record)
+                 manifest=manifest, record=args.record, mask=args.mask)
     log.info("predicted %d cases (%d were already there) into %s", len(report.written), len(report.skipped), args.output)
 
 
@@ -59,7 +59,9 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--model", type=Path, required=True,
                    help="a bundle (glioseg export), or an experiment's folder results/models/<experiment>")
     p.add_argument("--input", type=Path, nargs="+",
-                   help="a folder of cases (searched at any depth), one case folder, or one case's files")
+                   help="a folder of cases (searched at any depth), one case folder, or one case's files; for a model "
+                        "trained on LGG kaggle_3m, a case folder of <case>_<n>.tif slices or a folder of them (each "
+                        "slice's mask is also written, as <case>/<case>_<n>_mask.tif)")
     p.add_argument("--manifest", type=Path,
                    help="or a dataset's manifest (results/manifests/<dataset>.csv): its cases, with the files its layout "
                         "found, each modality read from the dataset's modality of the same name")
@@ -68,6 +70,9 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--modality", type=modality_pattern, action="append", metavar="NAME=PATTERN",
                    help="the files of each modality, in the model's order: a glob relative to the case folder, "
                         "{case} being the folder's name (default: BraTS file names of any release)")
+    p.add_argument("--mask", metavar="PATTERN",
+                   help="each case's brain-mask file, a glob relative to the case folder ({case}: the case's name), "
+                        "required by a model trained with brain masks (layout_options → mask) and refused by others")
     p.add_argument("--fold", type=int, nargs="+", help="the fold models to use (default: the ensemble of all)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average the predictions of every mirroring of the input (default: the experiment's setting)")

@@ -36,7 +36,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from glioseg.atomic import atomic_dir
+from glioseg.atomic import atomic_dir, atomic_path
 from glioseg.datasets.layouts.folders import case_folders, is_debris
 from glioseg.datasets.layouts.lgg import LGG_CASE, LGG_MODALITIES
 from glioseg.errors import GliosegError
@@ -72,10 +72,13 @@ def read_tif(path: Path) -> np.ndarray:
         raise GliosegError(f"unreadable or truncated tif ({type(exc).__name__}: {exc})", path=path, hint=_REPLACE) from None
 
 
-def _slice_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """A case folder's images and masks, each in slice order ``1..N``; an unpaired file or a gap is an error."""
+def _slice_files(folder: Path, *, masks: bool = True) -> tuple[list[Path], list[Path]]:
+    """A case folder's images and masks, each in slice order ``1..N``; an unpaired file or a gap is an error.
+
+    Without ``masks`` (new scans to predict) the masks, if any, are neither required nor returned.
+    """
     images: dict[int, Path] = {}
-    masks: dict[int, Path] = {}
+    mask_files: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in (".tif", ".tiff"):
             continue
@@ -86,29 +89,38 @@ def _slice_files(folder: Path) -> tuple[list[Path], list[Path]]:
                 path=path,
                 hint="move or rename the file; every tif in a case folder must be one of its slices or masks.",
             )
-        table = masks if found["mask"] else images
+        table = mask_files if found["mask"] else images
         number = int(found["number"])
         if number in table:
             raise GliosegError(f"slice {number} appears twice, also as {table[number].name}", path=path,
                                hint="keep one file per slice number.")
         table[number] = path
-    if not images and not masks:
+    if not images and (mask_files or not masks):
         raise GliosegError("case folder holds no slices", path=folder,
                            hint="remove the empty folder, or restore its tifs from the archive.")
-    unmasked, orphaned = sorted(images.keys() - masks.keys()), sorted(masks.keys() - images.keys())
+    if not masks:
+        return _in_order(folder, images), []
+    unmasked, orphaned = sorted(images.keys() - mask_files.keys()), sorted(mask_files.keys() - images.keys())
     if unmasked:
         number = unmasked[0]
         raise GliosegError(f"slice {number} has no mask ({folder.name}_{number}_mask.tif is missing)", path=images[number], hint=_REPLACE)
     if orphaned:
         number = orphaned[0]
-        raise GliosegError(f"mask {number} has no image ({folder.name}_{number}.tif is missing)", path=masks[number], hint=_REPLACE)
+        raise GliosegError(f"mask {number} has no image ({folder.name}_{number}.tif is missing)", path=mask_files[number],
+                           hint=_REPLACE)
+    ordered = _in_order(folder, images)
+    return ordered, [mask_files[n] for n in sorted(images)]
+
+
+def _in_order(folder: Path, images: dict[int, Path]) -> list[Path]:
+    """The images in slice order ``1..N``; a gap in the numbering is an error."""
     numbers = sorted(images)
     missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
         raise GliosegError(f"slice numbering has a gap: slices {shown} of 1..{numbers[-1]} are missing", path=folder,
                            hint="restore the missing slices from the archive; a volume cannot be stacked with holes.")
-    return [images[n] for n in numbers], [masks[n] for n in numbers]
+    return [images[n] for n in numbers]
 
 
 def _check_shape(array: np.ndarray, expected: tuple[int, ...], path: Path, what: str) -> None:
@@ -139,14 +151,49 @@ def _read_mask(path: Path, plane: tuple[int, int]) -> np.ndarray:
     return (mask == 255).astype(np.uint8)
 
 
+def _stack_images(image_paths: list[Path]) -> np.ndarray:
+    """The slices as uint8 ``(X, Y, N, 3)`` (x = column, y = row), all of the first one's size."""
+    first = _read_image(image_paths[0])
+    plane = first.shape[:2]
+    return np.stack([first] + [_read_image(p, plane) for p in image_paths[1:]], axis=-2).swapaxes(0, 1)
+
+
 def stack_case(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """One case folder as ``(images, label)``: uint8 ``(X, Y, N, 3)`` and uint8 ``(X, Y, N)`` (x = column, y = row)."""
     image_paths, mask_paths = _slice_files(folder)
-    first = _read_image(image_paths[0])
-    plane = first.shape[:2]
-    images = np.stack([first] + [_read_image(p, plane) for p in image_paths[1:]], axis=-2)  # (row, col, N, C)
+    images = _stack_images(image_paths)
+    plane = images.shape[1::-1]  # (rows, columns)
     label = np.stack([_read_mask(p, plane) for p in mask_paths], axis=-1)  # (row, col, N)
-    return images.swapaxes(0, 1), label.swapaxes(0, 1)
+    return images, label.swapaxes(0, 1)
+
+
+def stack_scans(folder: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """New scans to predict: a case folder's slices, masks ignored, as ``glioseg predict`` gives them to a model
+    trained on this release: the (C, X, Y, N) float32 image, channels in :data:`LGG_MODALITIES` order, exactly as
+    the stacked volumes read back, and the first modality's volume (its geometry is the prediction's)."""
+    images = _stack_images(_slice_files(folder, masks=False)[0])
+    return np.moveaxis(images, -1, 0).astype(np.float32), volume_image(images[..., 0])
+
+
+def holds_slices(folder: Path) -> bool:
+    """Whether ``folder`` holds slices of its own case (``<folder>_<n>.tif``): a case folder of new scans."""
+    return any((found := _SLICE.match(p.name)) and found["case"] == folder.name and not found["mask"]
+               for p in folder.iterdir() if p.is_file())
+
+
+def slice_count(folder: Path) -> int:
+    """How many slices a case folder holds (its masks aside): ``glioseg predict`` writes one mask per slice."""
+    return len(_slice_files(folder, masks=False)[0])
+
+
+def write_slice_masks(labels: np.ndarray, out: Path, case: str) -> None:
+    """A prediction ``(X, Y, N)`` of a stacked case as the release's masks: ``out/<case>_<n>_mask.tif`` per slice,
+    rows × columns uint8, 255 where any label is, 0 elsewhere (each written atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for index in range(labels.shape[-1]):
+        mask = np.where(labels[:, :, index].T > 0, 255, 0).astype(np.uint8)
+        with atomic_path(out / f"{case}_{index + 1}_mask.tif") as tmp:
+            Image.fromarray(mask).save(tmp, format="TIFF")
 
 
 def _stack_into(folder: Path, out: Path) -> None:
@@ -159,8 +206,13 @@ def _stack_into(folder: Path, out: Path) -> None:
     _save(label, case_dir / f"{folder.name}_seg.nii.gz")
 
 
+def volume_image(array: np.ndarray) -> nib.Nifti1Image:
+    """A stacked volume as the NIfTI image it is written as: uint8, :data:`AFFINE`."""
+    return nib.Nifti1Image(np.ascontiguousarray(array, dtype=np.uint8), AFFINE)
+
+
 def _save(array: np.ndarray, path: Path) -> None:
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(array, dtype=np.uint8), AFFINE), str(path))
+    nib.save(volume_image(array), str(path))
 
 
 def _same_files(a: Path, b: Path) -> bool:
