@@ -221,3 +221,14 @@ def test_grid_names_may_not_collide_with_other_experiments():
     config["experiments"]["e"]["grid"] = {"loss": {"a": {"name": "dice"}}}
     with pytest.raises(GliosegError, match="grid experiment 'e-a' is defined twice"):
         validate_config(config, SCHEMA)
+
+
+def test_a_dataset_s_spacing_is_optional_and_three_positive_numbers():
+    config = validate_config(minimal(), SCHEMA)
+    assert "spacing" not in config["datasets"]["d"]["preprocess"]  # no resampling unless asked for
+    for bad, message in (([0, 1, 1], r"spacing → 0: 0 is less than or equal to the minimum of 0"),
+                         ([1, 1], r"spacing: \[1, 1\] is too short"), ([1, 1, 1, 1], r"spacing: \[1, 1, 1, 1\] is too long")):
+        config = minimal()
+        config["datasets"]["d"]["preprocess"] = {"spacing": bad}
+        with pytest.raises(GliosegError, match=rf"datasets → d → preprocess → {message}"):
+            validate_config(config, SCHEMA)

@@ -320,3 +320,15 @@ def test_training_or_scoring_an_unlabelled_dataset_fails_at_once(workdir):
     result = snakemake(workdir, "-n", configfile=path)
     assert result.returncode != 0 and "Traceback" not in result.output
     assert "dataset 'val' has no labels (labelled: false), but experiment 'unet_a' is scored on it" in result.output
+
+
+def test_a_dataset_s_spacing_reaches_the_preprocess_command_only_when_set(workdir):
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    result = snakemake(workdir, "-n", "-p", configfile=CONFIGS / "tiny.yaml")
+    assert "--background zero --out" in result.output and "--spacing" not in result.output
+    config["datasets"]["tiny"].setdefault("preprocess", {})["spacing"] = [2, 2, 1.5]
+    path = workdir / "resampled.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "-n", "-p", configfile=path)
+    assert result.returncode == 0, result.output
+    assert "--background zero --spacing 2.0 2.0 1.5 --out" in result.output
