@@ -128,6 +128,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, *, sourc
     _check_given_splits(resolved, source)
     _check_unlabelled(resolved, source)
     _check_references(resolved, source)
+    _check_evaluation_spacing(resolved, source)
     _check_predictions(resolved, source)
     return resolved
 
@@ -156,6 +157,28 @@ def _check_unlabelled(config: Mapping[str, Any], source: str) -> None:
                 hint=f"name it in the predict section instead (predict: [{{experiment: <experiment>, dataset: {dataset}}}] "
                      f"writes submissions/<experiment>/{dataset}/<case>.nii.gz), or set labelled: true if it has labels.",
             )
+
+
+def _check_evaluation_spacing(config: Mapping[str, Any], source: str) -> None:
+    """A model is scored on another dataset's cache, so that cache must be resampled as its training data was.
+
+    Otherwise the network would see voxels of another size than it learnt on,
+    and its scores would measure the mismatch, not the model.
+    """
+    datasets = config["datasets"]
+    for name, experiment in config["experiments"].items():
+        trained = datasets[experiment["dataset"]]["preprocess"].get("spacing")
+        for evaluation in experiment.get("evaluate", []):
+            other = datasets[evaluation["dataset"]]["preprocess"].get("spacing")
+            if "external" not in experiment and other != trained:
+                raise GliosegError(
+                    f"experiment '{name}' is trained on dataset '{experiment['dataset']}' resampled to "
+                    f"{trained or 'no spacing (not resampled)'} but scored on dataset '{evaluation['dataset']}' "
+                    f"resampled to {other or 'no spacing (not resampled)'}",
+                    path=source,
+                    hint=f"give dataset '{evaluation['dataset']}' the same preprocess → spacing as "
+                         f"'{experiment['dataset']}'; scores are still computed in its original geometry.",
+                )
 
 
 def _check_predictions(config: Mapping[str, Any], source: str) -> None:

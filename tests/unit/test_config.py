@@ -232,3 +232,16 @@ def test_a_dataset_s_spacing_is_optional_and_three_positive_numbers():
         config["datasets"]["d"]["preprocess"] = {"spacing": bad}
         with pytest.raises(GliosegError, match=rf"datasets → d → preprocess → {message}"):
             validate_config(config, SCHEMA)
+
+
+def test_a_model_is_scored_only_on_datasets_resampled_as_its_training_data():
+    config = minimal()
+    config["datasets"]["d"]["preprocess"] = {"spacing": [2, 2, 2]}
+    config["datasets"]["x"] = {"source": {"synthetic": {}}, "layout": "brats2021"}
+    config["experiments"]["e"]["evaluate"] = [{"dataset": "x"}]
+    with pytest.raises(GliosegError, match=r"trained on dataset 'd' resampled to \[2, 2, 2\] but scored on dataset 'x' "
+                                           r"resampled to no spacing") as raised:
+        validate_config(config, SCHEMA)
+    assert "same preprocess → spacing" in raised.value.hint
+    config["datasets"]["x"]["preprocess"] = {"spacing": [2, 2, 2]}
+    assert validate_config(config, SCHEMA)["experiments"]["e"]["evaluate"][0]["dataset"] == "x"
