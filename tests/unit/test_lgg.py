@@ -276,6 +276,12 @@ def break_gap(folder: Path) -> Path:
     return folder
 
 
+def break_empty(folder: Path) -> Path:
+    for tif in folder.glob("*.tif"):
+        tif.unlink()
+    return folder
+
+
 def break_mask_value(folder: Path) -> Path:
     mask = slice_mask(10)
     mask[0, 0] = 128
@@ -306,6 +312,7 @@ def break_shape(folder: Path) -> Path:
         (break_missing_mask, "slice 11 has no mask"),
         (break_missing_image, "mask 2 has no image"),
         (break_gap, r"gap: slices 11 of 1\.\.12"),
+        (break_empty, "case folder holds no slices"),
         (break_mask_value, r"mask values \[128\]"),
         (break_truncated, "unreadable or truncated tif"),
         (break_channels, r"expected \(16, 16, 3\) uint8"),

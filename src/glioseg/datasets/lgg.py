@@ -95,7 +95,7 @@ def _slice_files(folder: Path, *, masks: bool = True) -> tuple[list[Path], list[
             raise GliosegError(f"slice {number} appears twice, also as {table[number].name}", path=path,
                                hint="keep one file per slice number.")
         table[number] = path
-    if not images and (mask_files or not masks):
+    if not images and not (masks and mask_files):  # masks alone are reported as orphaned below
         raise GliosegError("case folder holds no slices", path=folder,
                            hint="remove the empty folder, or restore its tifs from the archive.")
     if not masks:
