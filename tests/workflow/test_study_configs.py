@@ -10,6 +10,7 @@ overlap); the rest of each study is planned with a dry run.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import zipfile
@@ -274,14 +275,18 @@ REAL_LGG = _real_lgg()
 
 @pytest.mark.skipif(not (REAL_LGG / "kaggle_3m").is_dir(), reason=f"the real LGG subset is not at {REAL_LGG} (set GLIOSEG_SHARED_DATA)")
 def test_study4_runs_end_to_end_on_ten_real_lgg_patients(tmp_path):
-    """Realism: the real release's files, read in place, through stacking, a 6/2/2 patient split, 2D training and scoring.
+    """Realism: the real release's files, read in place, through stacking, a 6/2/2 patient split, 2D training at
+    128² (resampled, as configs/lgg-unet-cpu.yaml) and scoring on the original 256² slices.
 
     Two epochs of a small U-Net on the CPU: this proves the path, not the accuracy (bench/ holds the numbers).
+    The data views are left out: tests/workflow/test_views_report.py covers them.
     """
 
     def light(config: dict) -> None:
         holdout(2, 2)(config)
-        config["experiments"]["unet_buda"].update(
+        config["views"] = {"enabled": False}
+        config["datasets"]["lgg"]["preprocess"] = {"spacing": [2, 2, 1]}
+        config["experiments"]["unet_buda"].update(patch_size=[128, 128],
             model={"name": "basic_unet", "params": {"features": [8, 8, 16, 16, 32, 8], "norm": "batch"}},
             epochs=2, batch_size=16, num_workers=0, optimizer={"name": "adam", "lr": 3.0e-3},
             slices={"min_label_area": 0, "empty_rate": 0.3}, resources={"gpus": 0, "cpus": 2, "mem_mb": 4000, "runtime": 20})
@@ -298,6 +303,14 @@ def test_study4_runs_end_to_end_on_ten_real_lgg_patients(tmp_path):
     manifest = pd.read_csv(results / "manifests/lgg.csv")
     evaluated = manifest[manifest["case"].isin(slices["case"])]
     assert len(slices) == sum(nib.load(workdir / label).shape[2] for label in evaluated["label"])
+    for case, label in zip(evaluated["case"], evaluated["label"]):  # predicted at 128², written back at 256²
+        prediction = next((results / "predictions/unet_buda/fold0").glob(f"*/{case}.nii.gz"))
+        assert nib.load(prediction).shape == nib.load(workdir / label).shape == (256, 256, nib.load(workdir / label).shape[2])
+    cache = json.loads((results / "preprocessed/lgg/properties.json").read_text())
+    assert cache["spacing"] == [2.0, 2.0, 1.0]
+    for props in cache["cases"].values():  # halved in-plane, every slice kept
+        sides = [b - a for a, b in zip(props["crop"]["start"], props["crop"]["stop"])]
+        assert props["resampled_shape"] == [round(sides[0] / 2), round(sides[1] / 2), sides[2]]
     assert slices["dice"].between(0, 1).all() and (slices["truth_pixels"] > 0).any()
     scores = pd.read_csv(results / "summary/scores.csv")
     assert set(scores["dataset"]) == {"lgg", "lgg+test"} and len(scores) == 4  # 2 validation + 2 test patients, WT only
