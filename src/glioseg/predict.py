@@ -95,6 +95,7 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
     from tqdm import tqdm
 
     from glioseg.bundle import open_model
+    from glioseg.datasets.lgg import write_slice_masks
     from glioseg.inference import ensemble_probabilities, original_labels
     from glioseg.nifti import voxel_spacing, write_label_map
     from glioseg.preprocess import prepare_image
@@ -137,9 +138,10 @@ def predict(model: str | Path, inputs: Sequence[str | Path], output: str | Path,
             mean = geometry.to_crop(ensemble_probabilities(networks, prepared.image, settings, device).numpy())
             if probabilities:
                 _write_probabilities(probability_file, geometry.place(mean), reference, bundle.regions)
-            write_label_map(target, original_labels(mean, geometry, settings.threshold, convention), reference)
-            if case.slices is not None:
-                _write_slice_masks(target, output / case.case, case.case)
+            labels = original_labels(mean, geometry, settings.threshold, convention)
+            write_label_map(target, labels, reference)
+            if case.slices is not None:  # the label map's own slices, as the release's per-slice masks
+                write_slice_masks(labels, output / case.case, case.case)
             report.written.append(case.case)
         except GliosegError as exc:
             report.failed[case.case] = f"{exc.path}: {exc.problem}" if exc.path is not None else exc.problem
@@ -200,14 +202,6 @@ def _slices_written(case: CaseInput, output: Path) -> bool:
     except GliosegError:
         return False  # predicted again, and the folder's problem reported there
     return all((output / case.case / f"{case.case}_{n}_mask.tif").is_file() for n in range(1, count + 1))
-
-
-def _write_slice_masks(target: Path, folder: Path, case: str) -> None:
-    """The written label map as the release's per-slice masks (0/255), so that they are exactly its slices."""
-    from glioseg.datasets.lgg import write_slice_masks
-    from glioseg.nifti import read_label
-
-    write_slice_masks(read_label(target), folder, case)
 
 
 def _convention(bundle: Any, name: str | None) -> LabelConvention:
