@@ -197,7 +197,9 @@ def test_a_stop_signal_saves_exits_75_and_the_rerun_matches(cache, tmp_path, mon
 def test_a_stop_signal_after_the_last_epoch_leaves_the_finished_training_alone(cache, tmp_path):
     """The walltime timer can fire while a finished training's process exits; that must not fail the job.
 
-    In a subprocess, since a signal with no handler left would end the test process itself.
+    Once right after the training, and once more while the interpreter tears its
+    modules down, after Python has given signals their default action back (a
+    SLURM job failed so). In a subprocess, since either would end the test process.
     """
     script = (
         "import os, signal, sys\n"
@@ -208,7 +210,11 @@ def test_a_stop_signal_after_the_last_epoch_leaves_the_finished_training_alone(c
         "    history = train_fold(*args, **kwargs)\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    return history\n"
+        "class SignalAtTeardown:\n"
+        "    def __del__(self, kill=os.kill, pid=os.getpid(), term=signal.SIGTERM):\n"
+        "        kill(pid, term)\n"
         "loop.train_fold = train_then_signal\n"
+        "teardown = SignalAtTeardown()\n"
         "sys.exit(main(['--log-file', sys.argv[1], *sys.argv[2:]]))\n"
     )
     log = tmp_path / "train.log"

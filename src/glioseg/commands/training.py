@@ -27,6 +27,8 @@ def train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stopped:
         log.warning("%s in %s; run the job again to resume", stopped, paths.state)
         return EXIT_RESUMABLE
+    finally:
+        stop.settle()
     if stop.signal is not None:
         log.info("the stop signal came after the last epoch: the training is complete")
     return 0

@@ -145,6 +145,17 @@ class StopRequest:
             signal.signal(s, self._handle)
         return self
 
+    def settle(self) -> None:
+        """Ignore stop signals from now on: the outcome is decided (complete, or saved and stopping).
+
+        Python gives every handled signal its default action back as it starts to
+        exit, before torch's teardown, and a walltime signal landing then would kill
+        a finished training, fail its job and cost a retry (seen on SLURM). An
+        ignored signal stays ignored through the exit.
+        """
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
     @contextlib.contextmanager
     def listening(self) -> Iterator[StopRequest]:
         """Listen within the block only, then restore the previous handlers (for trainings run in-process)."""
