@@ -218,6 +218,8 @@ def crop_to_brain(image: np.ndarray, mask: np.ndarray | None, background: str, m
     ``where`` is the file an empty brain is reported against; ``spacing``, when
     given, the target spacing the crop of ``case_spacing`` voxels is resampled to.
     """
+    if spacing is not None and case_spacing is None:
+        raise ValueError("resampling to a spacing needs the case's own spacing (case_spacing)")
     brain, found = find_brain(image, mask, background)
     if not brain.any():
         raise GliosegError(_NO_BRAIN[found["method"]], path=where, hint="check the case's files; leave the case out if they are blank.")

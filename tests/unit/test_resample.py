@@ -99,6 +99,8 @@ def test_2d_slices_train_at_half_the_in_plane_resolution_and_come_back_whole():
     assert back.shape == (256, 256, 5)
     for before, after in zip(regions, labels_to_regions(back, BRATS)):
         assert_close_regions(before, after)
+    with pytest.raises(ValueError, match="case's own spacing"):
+        prepare_image(image, margin=0, spacing=(2, 2, 1))
 
 
 def test_the_inverse_puts_probabilities_back_on_the_crop_and_then_into_the_volume():
