@@ -11,12 +11,13 @@ import pytest
 from glioseg.report.summary import (
     case_summary,
     fold_summary,
+    lesion_summary,
     load_scores,
     markdown_report,
     pooled_summary,
     write_summary,
 )
-from glioseg.tables import SCORE_COLUMNS
+from glioseg.tables import LESION_SCORE_COLUMNS, SCORE_COLUMNS
 
 # unet on brats: fold 0 has cases a, b, c; fold 1 has cases d, e.
 # TC Dice  fold 0: 0.80 0.85 0.90 (mean 0.85, std 0.05)   fold 1: 0.70 0.80 (mean 0.75)
@@ -173,3 +174,35 @@ def test_pooled_summary_sums_confusion_counts_over_cases_per_region() -> None:
     assert pooled.loc["mean", "f1"] == pytest.approx((1800 / 2020 + 1.0) / 2)
     assert pooled.loc["mean", "n_cases"] == 2
     assert "| unet | brats | mean |" in markdown_report(pd.DataFrame(rows))
+
+
+def with_lesions(scores: pd.DataFrame) -> pd.DataFrame:
+    """unet's cases get lesion-wise scores: case a misses one of its two TC lesions (Dice 0, HD95 374)."""
+    unet = scores.experiment == "unet"
+    scores = scores.assign(lesion_dice=scores["dice"], lesion_hd95=scores["hd95"], lesions_found=1, lesions_missed=0,
+                           false_lesions=0)
+    a_tc = unet & (scores.case == "a") & (scores.region == "TC")
+    scores.loc[a_tc, ["lesion_dice", "lesion_hd95", "lesions_found", "lesions_missed"]] = [0.40, 188.0, 1, 1]
+    scores.loc[scores.case == "e", "false_lesions"] = 2
+    scores.loc[~unet, list(LESION_SCORE_COLUMNS)] = float("nan")  # "solo" was scored before the columns existed
+    return scores
+
+
+def test_lesion_summary_averages_over_cases_sums_lesions_and_leaves_out_unscored_rows() -> None:
+    summary = lesion_summary(with_lesions(make_scores()))
+    assert set(summary.experiment) == {"unet"}
+    tc = summary[summary.region == "TC"].iloc[0]
+    # TC lesion Dice: 0.40 0.85 0.90 0.70 0.80 → mean 0.73; HD95: 188 4 6 8 10 → mean 43.2
+    assert (tc["lesion_dice"], tc["lesion_hd95"]) == pytest.approx((0.73, 43.2))
+    assert tc["lesion_dice_std"] == pytest.approx(pd.Series([0.40, 0.85, 0.90, 0.70, 0.80]).std())
+    assert (tc["lesions_found"], tc["lesions_missed"], tc["false_lesions"], tc["n_cases"]) == (5, 1, 2, 5)
+    assert list(summary.region) == ["TC", "WT", "ET"]
+    assert lesion_summary(make_scores()).empty
+
+
+def test_the_report_has_a_lesion_wise_section_only_when_the_scores_do() -> None:
+    report = markdown_report(with_lesions(make_scores()))
+    section = report.split("## Lesion-wise")[1]
+    assert "| unet | brats | TC | 5 | 0.730 ± 0.199 | 43.2 ± 81.0 | 5 | 1 | 2 |" in section
+    assert "solo" not in section
+    assert "## Lesion-wise" not in markdown_report(make_scores())

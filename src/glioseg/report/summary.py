@@ -22,7 +22,7 @@ from pandas.api.typing import SeriesGroupBy
 from glioseg.atomic import write_csv, write_text
 from glioseg.errors import GliosegError
 from glioseg.labels import REGIONS
-from glioseg.tables import HD95_UNIT, SCORE_COLUMNS, hd95_unit
+from glioseg.tables import HD95_UNIT, LESION_SCORE_COLUMNS, SCORE_COLUMNS, hd95_unit
 
 METRICS: tuple[str, ...] = ("dice", "hd95", "sensitivity", "specificity")
 ENSEMBLE_FOLD = -1
@@ -138,6 +138,28 @@ def pooled_summary(scores: pd.DataFrame) -> pd.DataFrame:
                                 kind="stable").reset_index(drop=True)
 
 
+def lesion_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """The BraTS 2023 lesion-wise Dice and HD95 per (experiment, dataset, region): mean and std over cases (all folds
+    pooled), with the truth lesions found and missed and the false lesions summed over those cases.
+
+    Columns: experiment, dataset, region, lesion_dice, lesion_dice_std, lesion_hd95, lesion_hd95_std, lesions_found,
+    lesions_missed, false_lesions, n_cases. Rows of score files written before the lesion-wise columns existed are
+    left out (empty frame when none has them): a mean over some cases would read as one over all.
+    """
+    columns = ["experiment", "dataset", "region", "lesion_dice", "lesion_dice_std", "lesion_hd95", "lesion_hd95_std",
+               "lesions_found", "lesions_missed", "false_lesions", "n_cases"]
+    if not set(LESION_SCORE_COLUMNS) <= set(scores.columns):
+        return pd.DataFrame(columns=columns)
+    scored = scores.dropna(subset=list(LESION_SCORE_COLUMNS))
+    summary = scored.groupby(["experiment", "dataset", "region"], sort=False).agg(
+        lesion_dice=("lesion_dice", "mean"), lesion_dice_std=("lesion_dice", "std"), lesion_hd95=("lesion_hd95", "mean"),
+        lesion_hd95_std=("lesion_hd95", "std"), lesions_found=("lesions_found", "sum"),
+        lesions_missed=("lesions_missed", "sum"), false_lesions=("false_lesions", "sum"),
+        n_cases=("case", "count")).reset_index()
+    summary[["lesion_dice_std", "lesion_hd95_std"]] = summary[["lesion_dice_std", "lesion_hd95_std"]].fillna(0.0)
+    return _sorted(summary[columns], ["experiment", "dataset", "region"])
+
+
 def markdown_report(scores: pd.DataFrame) -> str:
     """A human-readable report: Dice and HD95 over cases, over folds, and Dice per fold."""
     sections = [
@@ -153,6 +175,14 @@ def markdown_report(scores: pd.DataFrame) -> str:
         "## Per region over all voxels of the evaluated cases (confusion counts pooled; `mean` averages the regions)",
         _pooled_table(pooled_summary(scores)),
     ]
+    lesions = lesion_summary(scores)
+    if not lesions.empty:
+        sections += [
+            "## Lesion-wise, by the BraTS 2023 rules (mean ± std over cases; lesions summed over them)",
+            "Each truth lesion is scored on its own, and a missed or a false lesion scores Dice 0 and the cohort's "
+            "HD95 penalty, so a missed small lesion weighs as much as a large one.",
+            _lesion_table(lesions, hd95_unit(scores)),
+        ]
     return "\n\n".join(sections) + "\n"
 
 
@@ -253,6 +283,16 @@ def _pooled_table(pooled: pd.DataFrame) -> str:
     header = ["experiment", "dataset", "region", *POOLED_METRICS, "cases"]
     rows = [[row["experiment"], row["dataset"], row["region"], *(f"{row[m]:.3f}" for m in POOLED_METRICS),
              str(int(row["n_cases"]))] for _, row in pooled.iterrows()]
+    return _markdown_table(header, rows)
+
+
+def _lesion_table(lesions: pd.DataFrame, unit: str) -> str:
+    header = ["experiment", "dataset", "region", "cases", "lesion Dice", f"lesion HD95 ({unit})", "found", "missed", "false"]
+    rows = [[row["experiment"], row["dataset"], row["region"], str(int(row["n_cases"])),
+             f"{row['lesion_dice']:.3f} ± {row['lesion_dice_std']:.3f}",
+             f"{row['lesion_hd95']:.1f} ± {row['lesion_hd95_std']:.1f}",
+             *(str(int(row[c])) for c in ("lesions_found", "lesions_missed", "false_lesions"))]
+            for _, row in lesions.iterrows()]
     return _markdown_table(header, rows)
 
 
