@@ -39,12 +39,42 @@ def _build(cls: type, payload: Mapping[str, Any], what: str) -> Any:
 
 
 @dataclass(frozen=True)
+class SpatialAugmentation:
+    """A random rotation and zoom of the patch (Buda et al.'s and nnU-Net's augmentation), with probability ``prob``."""
+
+    prob: float
+    rotate_degrees: float
+    """The largest rotation, each way, about each axis (in the slice plane alone for a 2D model)."""
+    zoom: float
+    """The largest relative zoom each way along each axis: 0.1 zooms by 0.9–1.1."""
+
+
+@dataclass(frozen=True)
 class Augmentation:
-    """Random flips per axis, then intensity scale and shift (the Swin UNETR study's recipe)."""
+    """Random flips per axis, then intensity scale and shift (the Swin UNETR study's recipe), after an optional random
+    rotation and zoom (``spatial``).
+
+    ``spatial`` is absent from the settings unless the config sets it, so a training
+    without it has the settings it had before it existed, and keeps its cached model.
+    """
 
     flip_prob: float
     scale_intensity: float
     shift_intensity: float
+    spatial: SpatialAugmentation | None = None
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> Augmentation:
+        values = dict(payload)
+        if values.get("spatial") is not None:
+            values["spatial"] = _build(SpatialAugmentation, values["spatial"], "spatial augmentation")
+        return _build(cls, values, "augmentation")
+
+    def to_json(self) -> dict[str, Any]:
+        payload = dataclasses.asdict(self)
+        if self.spatial is None:
+            del payload["spatial"]
+        return payload
 
 
 @dataclass(frozen=True)
@@ -106,7 +136,7 @@ class TrainingSettings:
         values["patch_size"] = tuple(values.get("patch_size", ()))
         values["exclude_overlap_with"] = tuple(values.get("exclude_overlap_with", ()))
         values["slices"] = _build(SliceSelection, values.get("slices", {}), "slice selection")
-        values["augment"] = _build(Augmentation, values.get("augment", {}), "augmentation")
+        values["augment"] = Augmentation.from_json(values.get("augment", {}))
         if values.get("init") is not None:
             values["init"] = _build(InitSpec, values["init"], "init")
         return _build(cls, values, "training")
@@ -114,7 +144,7 @@ class TrainingSettings:
     def to_json(self) -> dict[str, Any]:
         payload = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         payload.update(patch_size=list(self.patch_size), exclude_overlap_with=list(self.exclude_overlap_with),
-                       slices=dataclasses.asdict(self.slices), augment=dataclasses.asdict(self.augment),
+                       slices=dataclasses.asdict(self.slices), augment=self.augment.to_json(),
                        model=dict(self.model), loss=dict(self.loss), optimizer=dict(self.optimizer),
                        scheduler=dict(self.scheduler))
         if self.init is None:

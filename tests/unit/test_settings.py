@@ -38,3 +38,27 @@ def test_a_misspelt_or_missing_setting_names_itself():
         TrainingSettings.from_json({**recipe, "augment": {"scale_intensity": 0.1, "shift_intensity": 0.1}})
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainingSettings.from_json(recipe).epochs = 5  # type: ignore[misc]
+
+
+def _recipe(augment: dict) -> dict:
+    config = validate_config({"datasets": {"d": {"source": {"synthetic": {}}, "layout": "brats2021"}},
+                              "experiments": {"e": {"dataset": "d", "model": {"name": "unet"}, "augment": augment}}}, SCHEMA)
+    return training_settings(config, "e")
+
+
+def test_rotation_and_zoom_enter_the_settings_only_when_the_config_asks_for_them():
+    plain = _recipe({})
+    assert plain["augment"] == {"flip_prob": 0.5, "scale_intensity": 0.1, "shift_intensity": 0.1}  # as before they existed
+    assert TrainingSettings.from_json(plain).augment.spatial is None
+    spun = _recipe({"spatial": {"rotate_degrees": 15}})
+    assert spun["augment"]["spatial"] == {"prob": 0.2, "rotate_degrees": 15, "zoom": 0}
+    settings = TrainingSettings.from_json(spun)
+    assert settings.augment.spatial.rotate_degrees == 15 and settings.to_json() == spun
+    with pytest.raises(GliosegError, match=r"spatial augmentation settings .* unknown \['angle'\]"):
+        TrainingSettings.from_json({**spun, "augment": {**spun["augment"], "spatial": {"angle": 3}}})
+
+
+@pytest.mark.parametrize("spatial", [{"zoom": 1.5}, {"rotate_degrees": -5}, {"prob": 2}, {"shear": 0.1}])
+def test_an_impossible_rotation_or_zoom_is_refused_with_its_key(spatial):
+    with pytest.raises(GliosegError, match=r"augment → spatial"):
+        _recipe({"spatial": spatial})

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from glioseg.settings import Augmentation
-from glioseg.training.data import ReadPatchd, case_items, resolve_workers, train_loader, train_transforms
+from monai.transforms import Compose
+
+from glioseg.settings import Augmentation, SpatialAugmentation
+from glioseg.training.data import ReadPatchd, case_items, resolve_workers, rotate_and_zoom, train_loader, train_transforms
 
 NO_AUGMENTATION = Augmentation(flip_prob=0.0, scale_intensity=0.0, shift_intensity=0.0)
 CASES = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003"]
@@ -98,3 +100,38 @@ def test_the_batches_do_not_depend_on_the_number_of_loader_workers(cache):
 @pytest.mark.parametrize(("setting", "threads", "workers"), [("auto", 1, 0), ("auto", 2, 1), ("auto", 32, 8), (3, 1, 3)])
 def test_auto_workers_follow_the_jobs_cpus(setting, threads, workers):
     assert resolve_workers(setting, threads) == workers
+
+
+def test_rotation_and_zoom_move_image_and_masks_together_and_keep_the_masks_uint8():
+    """A square seen by the image (linear) and by a mask (nearest): after any draw, the mask is where the image is bright."""
+    square = np.zeros((1, 64, 64), dtype=np.float32)
+    square[:, 20:44, 24:40] = 1.0
+    sample = {"image": torch.from_numpy(square), "label": torch.from_numpy(square.astype(np.uint8))}
+    transform = Compose(rotate_and_zoom(2, Augmentation(0.0, 0.0, 0.0, SpatialAugmentation(prob=1.0, rotate_degrees=40,
+                                                                                            zoom=0.2))))
+    moved = 0
+    for seed in range(6):
+        transform.set_random_state(seed)
+        out = transform(dict(sample))
+        image, label = np.asarray(out["image"]), np.asarray(out["label"])
+        assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1} and image.shape == label.shape == (1, 64, 64)
+        assert np.mean((image > 0.5) == (label == 1)) > 0.99
+        assert 0.6 * 384 < label.sum() < 1.6 * 384  # zoomed by 0.8–1.2 on each axis
+        moved += not np.array_equal(label, sample["label"].numpy())
+        transform.set_random_state(seed)
+        assert torch.equal(torch.as_tensor(transform(dict(sample))["image"]), torch.as_tensor(out["image"]))
+    assert moved == 6
+
+
+@pytest.mark.parametrize("spatial", [None, SpatialAugmentation(prob=0.0, rotate_degrees=30, zoom=0.1),
+                                     SpatialAugmentation(prob=0.5, rotate_degrees=0, zoom=0)])
+def test_no_rotation_or_zoom_adds_no_transform(spatial):
+    assert rotate_and_zoom(3, Augmentation(0.5, 0.1, 0.1, spatial)) == []
+
+
+def test_batches_mix_rotated_and_plain_patches_of_a_volume(cache):
+    spatial = Augmentation(0.5, 0.1, 0.1, SpatialAugmentation(prob=0.5, rotate_degrees=15, zoom=0.1))
+    loader = train_loader(case_items(cache, CASES), train_transforms((16, 16, 12), spatial, 0.5), batch_size=4, seed=3,
+                          epoch=1, options={"num_workers": 0, "pin_memory": False})
+    (batch,) = list(loader)
+    assert batch["image"].shape == (4, 4, 16, 16, 12) and batch["label"].dtype == torch.uint8

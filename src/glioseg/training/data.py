@@ -20,6 +20,7 @@ an item is a (case, slice) pair, chosen per epoch by label area (see
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
 from monai.transforms import (
+    CastToTyped,
     Compose,
     MapTransform,
+    RandAffined,
     RandFlipd,
     Randomizable,
     RandScaleIntensityd,
@@ -114,17 +117,34 @@ class ReadPatchd(Randomizable, MapTransform):
 
 
 def train_transforms(patch_size: Sequence[int], augment: Augmentation, oversample_foreground: float = 0.0) -> Compose:
-    """Read a patch (of a volume, or of a slice for a 2D patch), pad it to size, flips on each axis, intensity scale and shift."""
+    """Read a patch (of a volume, or of a slice for a 2D patch), pad it to size, rotate and zoom it if asked, flips on
+    each axis, intensity scale and shift."""
     flips = [RandFlipd(keys=KEYS, prob=augment.flip_prob, spatial_axis=axis) for axis in range(len(patch_size))]
     return Compose(
         [
             ReadPatchd(patch_size, oversample_foreground),
             SpatialPadd(keys=KEYS, spatial_size=patch_size),
+            *rotate_and_zoom(len(patch_size), augment),
             *flips,
             RandScaleIntensityd(keys="image", factors=augment.scale_intensity, prob=1.0),
             RandShiftIntensityd(keys="image", offsets=augment.shift_intensity, prob=1.0),
         ]
     )
+
+
+def rotate_and_zoom(spatial_dims: int, augment: Augmentation) -> list[MapTransform]:
+    """One random affine of the patch, image linear and region masks nearest, corners that come from outside filled with
+    zeros (the background of a z-scored case); the masks keep their uint8 type, so augmented and plain samples batch
+    together. Nothing when the settings ask for no rotation and no zoom."""
+    spatial = augment.spatial
+    if spatial is None or spatial.prob == 0 or (spatial.rotate_degrees == 0 and spatial.zoom == 0):
+        return []
+    angle = math.radians(spatial.rotate_degrees)
+    return [
+        RandAffined(keys=KEYS, prob=spatial.prob, rotate_range=(angle,) * (1 if spatial_dims == 2 else 3),
+                    scale_range=(spatial.zoom,) * spatial_dims, mode=("bilinear", "nearest"), padding_mode="zeros"),
+        CastToTyped(keys="label", dtype=np.uint8),
+    ]
 
 
 def eval_transforms() -> Compose:
