@@ -461,3 +461,18 @@ def test_a_model_file_that_needs_code_is_refused_without_advice_to_load_it_anywa
         load_model(path, CPU)
     assert str(path) in str(caught.value) and "refused" in str(caught.value)
     assert "weights_only=False" not in str(caught.value) and "False" not in str(caught.value)
+
+
+def test_training_uses_plain_tensors_and_leaves_monais_metadata_setting_as_it_found_it(cache, tmp_path, monkeypatch):
+    from monai.data import get_track_meta
+
+    seen, real_epoch = [], loop._train_epoch
+
+    def recording_epoch(*args):
+        seen.append(get_track_meta())
+        return real_epoch(*args)
+
+    monkeypatch.setattr(loop, "_train_epoch", recording_epoch)
+    assert get_track_meta()
+    run(cache, tmp_path, settings(epochs=1))
+    assert seen == [False] and get_track_meta()

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import set_track_meta
+from monai.data import get_track_meta, set_track_meta
 from monai.metrics import DiceMetric, MeanIoU
 from torch import nn
 from tqdm import tqdm
@@ -340,7 +340,20 @@ def train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[s
             scope.enter_context(_state_lock(paths, settings))
         stop = stop or scope.enter_context(StopRequest().listening())
         scope.enter_context(process_group(world, device))
+        scope.enter_context(_plain_tensors())
         return _train_fold(settings, paths, train_cases, val_cases, regions, in_channels, device, stop, world)
+
+
+@contextlib.contextmanager
+def _plain_tensors() -> Iterator[None]:
+    """Plain tensors through the transforms while training (nothing here inverts them, and MONAI's metadata costs ~10 %
+    of a sample), and MONAI's setting back after, for whatever the process runs next."""
+    previous = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(previous)
 
 
 def _state_lock(paths: FoldPaths, settings: TrainingSettings) -> contextlib.AbstractContextManager[bool]:
@@ -353,7 +366,6 @@ def _state_lock(paths: FoldPaths, settings: TrainingSettings) -> contextlib.Abst
 
 def _train_fold(settings: TrainingSettings, paths: FoldPaths, train_cases: list[str], val_cases: list[str], regions: list[str],
                 in_channels: int, device: torch.device, stop: StopRequest, world: World) -> pd.DataFrame:
-    set_track_meta(False)  # plain tensors through the transforms: nothing here inverts them, and meta costs ~10 % of a sample
     run = _new_run(settings, in_channels, regions, device)
     identity = checkpoint.run_identity(settings, train_cases, val_cases, data_digest=cache_digest(paths.cache),
                                        init_digest=checkpoint.file_digest(paths.init) if paths.init else "",
