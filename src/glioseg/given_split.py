@@ -40,6 +40,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,9 +117,12 @@ def _read_cached(path: Path, _mtime: int, _size: int) -> GivenSplit:
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _unreadable(path, f"not valid JSON ({exc})") from None
+        payload = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: editors on Windows write a BOM
+    except UnicodeDecodeError as exc:
+        raise _unreadable(path, f"not UTF-8 text ({exc}); save it as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        named = "" if path.suffix.lower() == ".json" else f"; a CSV split must be named .csv, not {path.suffix or 'without an extension'}"
+        raise _unreadable(path, f"not valid JSON ({exc}){named}") from None
     if isinstance(payload, list):
         return _read_nnunet(path, payload)
     if isinstance(payload, dict) and "training" in payload:
@@ -185,12 +189,19 @@ def _read_monai(path: Path, payload: Mapping[str, Any]) -> GivenSplit:
     return _finish(path, "monai", assignments, holdout, problems)
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _fold_value(value: Any) -> int | None:
+    """A fold number written as an integer (``2``, ``"2"``, ``2.0``); ``None`` for anything else.
+
+    Only ASCII digits count: ``str.isdigit`` also accepts ``²`` and ``١``, which ``int`` then refuses or reads as 1.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value.strip())
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -238,27 +249,50 @@ def _read_nnunet(path: Path, folds: list[Any]) -> GivenSplit:
 _SUBSETS = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "test", "testing": "test"}
 
 
-def _read_csv(path: Path) -> GivenSplit:
+def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the non-blank rows with their line numbers; a BOM and Windows line endings are read as the CSV
+    they are."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            columns = {name.strip().lower(): name for name in reader.fieldnames or []}
-    except (UnicodeDecodeError, csv.Error) as exc:
+            reader = csv.reader(handle)
+            lines = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
+    except UnicodeDecodeError as exc:
+        raise _unreadable(path, f"not UTF-8 text ({exc}); save it as UTF-8 (Excel: 'CSV UTF-8')") from None
+    except csv.Error as exc:
         raise _unreadable(path, f"not a readable CSV ({exc})") from None
-    if not rows:
-        raise _unreadable(path, "the CSV has no rows")
+    if not lines:
+        raise _unreadable(path, "the file is empty; a split CSV starts with a header line, e.g. case,fold")
+    return lines[0][1], lines[1:]
+
+
+def _delimiter_problem(header: list[str]) -> str:
+    """Why a header without the needed columns may be so: Excel in many locales saves CSV separated by ';'."""
+    other = next((sep for sep in (";", "\t") if len(header) == 1 and sep in header[0]), None)
+    return f"; its columns look separated by {other!r}: save it comma-separated" if other else ""
+
+
+def _read_csv(path: Path) -> GivenSplit:
+    header, lines = _csv_rows(path)
+    columns = {name.strip().lower(): index for index, name in enumerate(header)}
+    if not lines:
+        raise _unreadable(path, "the CSV has a header but no rows")
     by = "case" if "case" in columns else "patient" if "patient" in columns else None
     if by is None or not ({"fold", "subset"} & set(columns)):
         raise _unreadable(path, f"a split CSV needs a 'case' or 'patient' column and a 'fold' and/or 'subset' column; "
-                                f"it has {sorted(columns)}")
+                                f"it has {sorted(columns)}{_delimiter_problem(header)}")
     holdout = "fold" not in columns
     problems: list[str] = []
     assignments: list[Assignment] = []
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
+    for number, fields in lines:
         where = f"line {number}"
-        ref = (row.get(columns[by]) or "").strip()
-        subset_text = (row.get(columns.get("subset", ""), "") or "").strip().lower() if "subset" in columns else ""
+        if len(fields) != len(header):
+            quoting = " (a name holding a comma needs quotes)" if len(fields) > len(header) else ""
+            problems.append(f"{where} has {len(fields)} field{'s' if len(fields) != 1 else ''} where the header has "
+                            f"{len(header)}{quoting}")
+            continue
+        row = {name: fields[index] for name, index in columns.items()}
+        ref = row[by].strip()
+        subset_text = row.get("subset", "").strip().lower()
         subset = _SUBSETS.get(subset_text) if subset_text else None
         if not ref:
             problems.append(f"{where} has an empty {by}")
@@ -274,9 +308,9 @@ def _read_csv(path: Path) -> GivenSplit:
         elif subset == "test":
             fold = TEST_FOLD
         else:
-            fold = _fold_value((row.get(columns["fold"]) or "").strip())
+            fold = _fold_value(row["fold"])
             if fold is None or (fold < 0 and fold != TEST_FOLD):
-                problems.append(f"{where}: fold {row.get(columns['fold'])!r} is not a fold number (0, 1, …, or -1 for test)")
+                problems.append(f"{where}: fold {row['fold']!r} is not a fold number (0, 1, …, or -1 for test)")
                 continue
             if subset == "val":
                 problems.append(f"{where}: subset val beside a fold column (a fold's validation cases are its rows; "
@@ -291,7 +325,17 @@ def _read_csv(path: Path) -> GivenSplit:
 
 def _finish(path: Path, kind: str, assignments: list[Assignment], holdout: bool, problems: list[str], *,
             test_unlisted_ts: bool = False) -> GivenSplit:
-    """Count the folds (the highest number + 1; a gap below it is an empty fold, found against the manifest)."""
+    """Count the folds (the highest number + 1; a gap below it is an empty fold, found against the manifest).
+
+    A fold number no smaller than the count of entries in folds is a problem of its own and left out: such a
+    fold count could never be filled, and the Snakefile, which plans one training per fold, would plan them all.
+    A hold-out's numbers are glioseg's own (0 and 1), never the file's.
+    """
+    limit = sum(a.fold != TEST_FOLD for a in assignments)
+    beyond = [] if holdout else [a for a in assignments if a.fold >= limit]
+    problems = problems + [f"{a.where}: fold {a.fold} is beyond what {limit} entries in folds can fill "
+                           f"(folds 0 to {limit - 1})" for a in beyond]
+    assignments = [a for a in assignments if a not in beyond]
     numbered = [a.fold for a in assignments if a.fold != TEST_FOLD]
     folds = 1 if holdout else (max(numbered) + 1 if numbered else 0)
     if not holdout and folds < 2:

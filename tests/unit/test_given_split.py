@@ -184,6 +184,84 @@ def test_a_file_of_no_known_kind_is_refused_at_once_naming_it(tmp_path, name, co
     assert caught.value.path == path and message in caught.value.problem
 
 
+CSV_LINES = ["case,fold", *(f"P{p}_0,{p % 2}" for p in range(4))]
+
+
+@pytest.mark.parametrize("content", [
+    "\r\n".join(CSV_LINES).encode(),                                # Windows line endings
+    b"\xef\xbb\xbf" + "\n".join(CSV_LINES).encode(),               # a BOM (Excel's 'CSV UTF-8')
+    b"\xef\xbb\xbf" + "\r\n\r\n".join(CSV_LINES).encode(),        # both, and blank lines
+    "\n".join(["Case , FOLD ", *CSV_LINES[1:]]).encode(),
+])
+def test_a_csv_from_windows_or_excel_is_read_as_written(tmp_path, content):
+    path = tmp_path / "s.csv"
+    path.write_bytes(content)
+    assert given_split_table(manifest(4), path).set_index("case")["fold"].to_dict() == {"P0_0": 0, "P1_0": 1, "P2_0": 0, "P3_0": 1}
+
+
+def test_a_json_split_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "splits_final.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"train": ["P0_0", "P1_0"], "val": ["P2_0"]}]).encode())
+    assert given_split_table(manifest(3), path)["fold"].tolist() == [1, 1, 0]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("s.csv", b"", "the file is empty; a split CSV starts with a header line"),
+    ("s.csv", b"case,fold\n", "the CSV has a header but no rows"),
+    ("s.csv", "case,fold\nP0_0,0\n".encode("utf-16"), "not UTF-8 text"),
+    ("s.csv", b"case;fold\nP0_0;0\n", "its columns look separated by ';': save it comma-separated"),
+    ("s.csv", b"case\tfold\nP0_0\t0\n", "its columns look separated by '\\t'"),
+    ("s.tsv", b"case,fold\nP0_0,0\n", "a CSV split must be named .csv, not .tsv"),
+    ("s.json", b"", "not valid JSON"),
+])
+def test_unreadable_split_files_say_why(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(GliosegError, match="cannot read the given split") as caught:
+        read_given_split(path)
+    assert caught.value.path == path and message in caught.value.problem
+
+
+def test_rows_with_more_or_fewer_fields_than_the_header_are_named(tmp_path):
+    """csv.DictReader would file the extra fields under None and take the row as it reads: a wrong fold, silently."""
+    path = tmp_path / "s.csv"
+    path.write_text("case,fold\nP0_0,0\nP1,0,1\nP2_0\nP3_0,1\n")
+    problem = failure(manifest(4), path)
+    assert "line 3 has 3 fields where the header has 2 (a name holding a comma needs quotes)" in problem
+    assert "line 4 has 1 field where the header has 2" in problem
+
+
+@pytest.mark.parametrize("fold", ["1.5", "one", "²", "١", "-2", ""])
+def test_folds_that_are_not_integers_are_named_with_their_line(tmp_path, fold):
+    """'²' and '١' pass str.isdigit: the first made int() raise a bare ValueError, the second was read as fold 1."""
+    path = tmp_path / "s.csv"
+    path.write_text(f"case,fold\nP0_0,{fold}\nP1_0,0\nP2_0,1\n", encoding="utf-8")
+    problem = failure(manifest(3), path)
+    assert f"line 2: fold {fold!r} is not a fold number" in problem and "missing cases, in no fold (1): P0_0" in problem
+
+
+@pytest.mark.parametrize("name, content", [
+    ("s.csv", "case,fold\nP0_0,1000000000000000000000\nP1_0,0\nP2_0,1\n"),
+    ("s.json", json.dumps({"training": [{"case": "P0_0", "fold": 10**9}, {"case": "P1_0", "fold": 0}, {"case": "P2_0", "fold": 1}]})),
+])
+def test_a_fold_number_no_file_could_fill_is_a_problem_not_a_fold_count(tmp_path, name, content):
+    """The Snakefile plans one training per fold from this count: 10**9 folds ran the machine out of memory."""
+    path = tmp_path / name
+    path.write_text(content)
+    given = read_given_split(path)
+    assert given.folds == 2
+    problem = failure(manifest(3), path)
+    assert "is beyond what 3 entries in folds can fill (folds 0 to 2)" in problem
+
+
+def test_a_splits_final_json_with_one_fold_is_a_holdout(tmp_path):
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps([{"train": ["P0_0", "P1_0", "P2_0"], "val": ["P3_0"]}]))
+    given = read_given_split(path)
+    assert given.holdout and given.folds == 1 and given.fold_numbers() == [0, 1]
+    assert given_split_table(manifest(4), path)["fold"].tolist() == [1, 1, 1, 0]
+
+
 def test_a_single_fold_is_not_cross_validation(tmp_path):
     problem = failure(manifest(2), write_csv(tmp_path / "s.csv", [{"case": "P0_0", "fold": 0}, {"case": "P1_0", "fold": 0}]))
     assert "it gives 1 fold: cross-validation needs at least two" in problem
