@@ -94,7 +94,7 @@ def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention
     if masks and files.mask is None:
         missing.append("mask")
     if missing:
-        return [f"missing {', '.join(missing)}"]
+        return [f"missing {', '.join(f'{name} ({files.wanted[name]})' if name in files.wanted else name for name in missing)}"]
     problems: list[str] = []
     paths = {**dict(files.images.items())}
     if labelled:
@@ -112,9 +112,9 @@ def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention
     reference_name, reference = next(iter(headers.items()))
     for name, image in headers.items():
         if image.shape != reference.shape:
-            problems.append(f"{name} has shape {image.shape} but {reference_name} has {reference.shape}")
+            problems.append(f"{name} has shape {image.shape} but {reference_name} has {reference.shape} ({paths[name]})")
         elif not np.allclose(image.affine, reference.affine, atol=AFFINE_TOLERANCE):
-            problems.append(f"{name}'s affine differs from {reference_name}'s")
+            problems.append(f"{name}'s affine differs from {reference_name}'s ({paths[name]})")
     if problems:
         return problems
     readers = {"label": read_label, "mask": read_mask}
@@ -128,7 +128,8 @@ def _case_problems(files: CaseFiles, *, masks: bool, convention: LabelConvention
         return problems
     bad = unexpected_labels(volumes["label"], convention) if labelled else None
     if bad:
-        problems.append(f"label values {bad} outside the {convention.name} convention {sorted(convention.values)}")
+        problems.append(f"label values {bad} outside the {convention.name} convention {sorted(convention.values)} "
+                        f"({paths['label']})")
     if "mask" in volumes and not volumes["mask"].any():
         problems.append(f"mask: the brain mask is empty ({paths['mask']})")
     return problems
@@ -177,7 +178,7 @@ def build_manifest(raw: str | Path, layout_name: str, dataset: str,
     if bad:
         listing = "\n".join(f"    {case}: {'; '.join(p)}" for case, p in bad.items())
         unlabelled = sum(files.label is None for files in cases) if labelled else 0
-        hint = "replace or remove those case folders (or fix the archive) and run again; nothing downstream was written."
+        hint = "replace or remove those cases' files (or fix the archive) and run again; nothing downstream was written."
         if unlabelled:
             hint = (f"{unlabelled} of {len(cases)} cases have no label file. If the dataset has no labels (a validation "
                     f"or test release), set datasets → {dataset} → labelled: false in the config: it is then only "

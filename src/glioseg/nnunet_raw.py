@@ -35,6 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from glioseg.atomic import atomic_dir
+from glioseg.datasets.layouts.nnunet import load_dataset_json
 from glioseg.errors import GliosegError
 from glioseg.labels import LabelConvention
 from glioseg.manifest import DatasetInfo, image_column
@@ -134,7 +135,7 @@ def export_nnunet(manifest: pd.DataFrame, info: DatasetInfo, folds: Mapping[str,
     rows = manifest[manifest["case"].isin(training | testing)].sort_values("case")
     from_nnunet = info.layout == "nnunet"
     if from_nnunet:
-        description = json.loads(_source_dataset_json(manifest).read_text(encoding="utf-8"))
+        description = load_dataset_json(_source_dataset_json(manifest))
         description["numTraining"] = len(training)
         ending = str(description.get("file_ending", ".nii.gz"))
         renumber = None

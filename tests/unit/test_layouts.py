@@ -376,6 +376,17 @@ def test_custom_label_outside_the_map_is_reported(custom_tree):
         build_manifest(custom_tree, "custom", "d", CUSTOM)
 
 
+def test_a_missing_custom_file_is_named_by_where_its_pattern_looked(custom_tree):
+    """A pattern that matches nothing ('t1c' for 'T1c') misses in every case: the path shows the pattern, not only the role."""
+    (custom_tree / "siteA" / "P01_s2" / "anat" / "P01_s2_FLAIR_reg.nii.gz").unlink()
+    options = {**CUSTOM, "modalities": {"t1c": "{case}_t1c.nii.gz", "flair": "anat/*FLAIR*.nii.gz"}}
+    with pytest.raises(GliosegError) as error:
+        build_manifest(custom_tree, "custom", "d", options)
+    folder = custom_tree / "siteA" / "P01_s2"
+    assert f"P01_s2: missing t1c ({folder / 'P01_s2_t1c.nii.gz'}), flair ({folder / 'anat' / '*FLAIR*.nii.gz'})" in error.value.message
+    assert f"P02_s1: missing t1c ({custom_tree / 'siteB' / 'P02_s1' / 'P02_s1_t1c.nii.gz'})" in error.value.message
+
+
 def test_custom_pattern_matching_two_files_is_an_error(custom_tree):
     write_volume(custom_tree / "siteB" / "P02_s1" / "anat" / "P02_s1_FLAIR_raw.nii.gz")
     with pytest.raises(GliosegError, match=r"case P02_s1: pattern 'anat/\*FLAIR\*.nii.gz' matches 2 files"):

@@ -113,6 +113,100 @@ def test_a_config_is_checked_without_the_data(tmp_path):
         resolve_layout_options("nnunet", {}, tmp_path)
 
 
+# ---------------------------------------------------------------- hostile datasets: every problem names its file
+
+
+def without(key: str) -> dict:
+    return {k: v for k, v in REGIONS_JSON.items() if k != key}
+
+
+@pytest.mark.parametrize("description, problem", [
+    (without("channel_names"), 'dataset.json has no channel_names {"0": name, ...}'),
+    ({**REGIONS_JSON, "channel_names": ["T2", "FLAIR"]}, "dataset.json's channel_names must be {\"0\": name, ...}, not ['T2', 'FLAIR']"),
+    ({**REGIONS_JSON, "channel_names": {"0": None, "1": "FLAIR"}}, 'channel 0 is named None, not a string such as "FLAIR"'),
+    (without("labels"), "dataset.json has no labels {name: value, ...}"),
+    ({**REGIONS_JSON, "labels": [0, 1]}, "dataset.json's labels must be {name: value, ...}, not [0, 1]"),
+    ({**REGIONS_JSON, "labels": {"background": 0, "liver": [1, 2], "kidney": [2]}},
+     "region 'liver' is none of whole tumour, tumour core, enhancing tumour"),
+    ({**without("regions_class_order"), "labels": {"background": 0, "liver": 1, "kidney": 2}, "channel_names": {"0": "T2", "1": "FLAIR"}},
+     "nnunet layout: label 'liver' (1) is no tumour class glioseg knows"),
+    ({**REGIONS_JSON, "file_ending": ".mha"}, "file_ending '.mha': glioseg reads NIfTI only"),
+])
+def test_what_dataset_json_lacks_or_gets_wrong_is_named_with_the_file(tmp_path, description, problem):
+    """These were raised while the layout was built from the file's content alone, so the error named no file."""
+    folder = nnunet_dataset(tmp_path, description)
+    with pytest.raises(GliosegError) as caught:
+        resolve_layout_options("nnunet", {}, tmp_path)
+    assert caught.value.path == folder / "dataset.json" and problem in caught.value.problem
+    assert "fix dataset.json" in caught.value.hint and "layout_options" in caught.value.hint
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", "\u00e9".encode("latin-1")])
+def test_a_dataset_json_that_is_not_a_json_object_is_named(tmp_path, content):
+    folder = nnunet_dataset(tmp_path)
+    (folder / "dataset.json").write_bytes(content)
+    with pytest.raises(GliosegError, match=r"dataset\.json is not (readable JSON|a JSON object)") as caught:
+        resolve_layout_options("nnunet", {}, tmp_path)
+    assert caught.value.path == folder / "dataset.json"
+
+
+def test_a_dataset_json_with_a_byte_order_mark_is_read(tmp_path):
+    folder = nnunet_dataset(tmp_path)
+    (folder / "dataset.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(REGIONS_JSON).encode())
+    frame, info = read(tmp_path)
+    assert info.modalities == ("t2", "flair") and len(frame) == 5
+
+
+def test_a_file_ending_the_files_do_not_have_is_named_not_taken_for_an_empty_dataset(tmp_path):
+    folder = nnunet_dataset(tmp_path, {**REGIONS_JSON, "file_ending": ".nii"})
+    with pytest.raises(GliosegError) as caught:
+        read(tmp_path)
+    assert caught.value.path == folder / "imagesTr"
+    assert "imagesTr holds no <case>_<XXXX>.nii file (file_ending '.nii') but 8 other NIfTI files, e.g. tiny_000_0000.nii.gz" \
+        in caught.value.problem
+
+
+def test_a_missing_channel_and_a_label_without_images_are_named_by_the_file_expected(tmp_path):
+    folder = nnunet_dataset(tmp_path)
+    (folder / "imagesTr" / "tiny_001_0001.nii.gz").unlink()
+    (folder / "labelsTr" / "tiny_999.nii.gz").write_bytes((folder / "labelsTr" / "tiny_000.nii.gz").read_bytes())
+    with pytest.raises(GliosegError) as caught:
+        read(tmp_path)
+    message = caught.value.message
+    assert "2 of 6 cases are unusable" in message
+    assert f"tiny_001: missing flair ({folder / 'imagesTr' / 'tiny_001_0001.nii.gz'})" in message
+    assert (f"tiny_999: missing t2 ({folder / 'imagesTr' / 'tiny_999_0000.nii.gz'}), "
+            f"flair ({folder / 'imagesTr' / 'tiny_999_0001.nii.gz'})") in message
+    assert "case folders" not in caught.value.hint  # an nnU-Net dataset has none
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda f: truncate(f / "imagesTr" / "tiny_001_0000.nii.gz"), "t2: truncated or corrupt image data"),
+    (lambda f: (f / "labelsTr" / "tiny_001.nii.gz").write_bytes(b""), "label: not a readable NIfTI image"),
+    (lambda f: nib.save(nib.Nifti1Image(np.zeros((*SHAPE, 2), np.float32), AFFINE), f / "imagesTr" / "tiny_001_0000.nii.gz"),
+     "t2: expected a 3D volume, found shape (10, 9, 6, 2)"),
+    (lambda f: nib.save(nib.Nifti1Image(np.zeros((10, 9, 7), np.uint8), AFFINE), f / "labelsTr" / "tiny_001.nii.gz"),
+     "label has shape (10, 9, 7) but t2 has (10, 9, 6)"),
+    (lambda f: nib.save(nib.Nifti1Image(np.full(SHAPE, 7, np.uint8), AFFINE), f / "labelsTr" / "tiny_001.nii.gz"),
+     "label values [7] outside the nnunet convention [0, 1, 2, 3]"),
+])
+def test_a_damaged_case_is_named_with_its_file_and_nothing_is_written(tmp_path, damage, problem):
+    folder = nnunet_dataset(tmp_path)
+    damage(folder)
+    out = tmp_path / "manifest"
+    code = main(["manifest", "--raw", str(tmp_path), "--layout", "nnunet", "--dataset", "tiny",
+                 "--out-csv", str(out / "tiny.csv"), "--out-json", str(out / "tiny.json")])
+    assert code == 2 and not out.exists()
+    with pytest.raises(GliosegError) as caught:
+        read(tmp_path)
+    line = next(line for line in caught.value.message.splitlines() if "tiny_001:" in line)
+    assert problem in line and str(folder) in line
+
+
 def tree(folder: Path) -> dict[str, object]:
     """Every file under ``folder``: JSON parsed, anything else as bytes."""
     return {p.relative_to(folder).as_posix(): json.loads(p.read_text()) if p.suffix == ".json" else p.read_bytes()

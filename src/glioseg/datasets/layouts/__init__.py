@@ -19,7 +19,7 @@ from glioseg.datasets.layouts.base import Layout
 from glioseg.datasets.layouts.brats import BRATS2018, BRATS2019, BRATS2020, BRATS2021, brats2023_layout
 from glioseg.datasets.layouts.custom import custom_layout
 from glioseg.datasets.layouts.lgg import LGG_KAGGLE3M
-from glioseg.datasets.layouts.nnunet import DESCRIPTION, nnunet_layout, read_dataset_json
+from glioseg.datasets.layouts.nnunet import described_options, nnunet_layout
 from glioseg.errors import GliosegError
 
 #: Layouts fixed by their dataset's release.
@@ -65,10 +65,9 @@ def get_layout(name: str, options: Mapping[str, Any] | None = None) -> Layout:
 def resolve_layout_options(name: str, options: Mapping[str, Any] | None, root: str | Path) -> dict[str, Any]:
     """The options to build ``name``'s layout for the dataset under ``root``: the config's, plus what the data says
     of itself (the ``nnunet`` layout's dataset.json), read here once so the manifest knows modalities and labels."""
-    resolved = dict(options or {})
     if name in SELF_DESCRIBED:
-        resolved[DESCRIPTION] = read_dataset_json(root)
-    return resolved
+        return described_options(options, root)
+    return dict(options or {})
 
 
 def stacks_slices(layout: str) -> bool:

@@ -23,6 +23,9 @@ class CaseFiles:
     mask: Path | None = None
     validation_release: bool = False
     """The case lies in a challenge's validation release, whose labels were never published."""
+    wanted: dict[str, str] = field(default_factory=dict)
+    """Where the layout looked for each file (a path or a glob), by modality, ``label`` or ``mask``: a missing
+    file is then reported with the name it should have had, which tells a misnamed file from an absent one."""
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ def custom_layout(spec: Mapping[str, Any]) -> Layout:
 
     def find_cases(root: Path) -> list[CaseFiles]:
         folders = (p for p in root.glob(case_glob) if p.is_dir() and not is_debris(p, root))
+        patterns = {**modalities, "label": label, **({"mask": mask} if mask else {})}
         cases = (
             CaseFiles(
                 case=folder.name,
@@ -157,6 +158,7 @@ def custom_layout(spec: Mapping[str, Any]) -> Layout:
                 images={m: _single_match(folder, pattern, folder.name) for m, pattern in modalities.items()},
                 label=_single_match(folder, label, folder.name),
                 mask=_single_match(folder, mask, folder.name) if mask else None,
+                wanted={name: str(folder / pattern.replace("{case}", folder.name)) for name, pattern in patterns.items()},
             )
             for folder in folders
         )

@@ -100,11 +100,10 @@ def dataset_folder(root: Path) -> Path:
     return found[0]
 
 
-def read_dataset_json(root: str | Path) -> dict[str, Any]:
-    """The content of the dataset's ``dataset.json`` (found by :func:`dataset_folder`)."""
-    path = dataset_folder(Path(root)) / "dataset.json"
+def load_dataset_json(path: Path) -> dict[str, Any]:
+    """The content of one ``dataset.json``; a byte-order mark (Windows editors write one) is no error."""
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _error(f"dataset.json is not readable JSON ({exc})", path) from None
     if not isinstance(payload, dict):
@@ -112,19 +111,39 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
     return payload
 
 
+def described_options(options: Mapping[str, Any] | None, root: str | Path) -> dict[str, Any]:
+    """``options`` with the dataset's ``dataset.json`` under :data:`DESCRIPTION`, checked by building the layout.
+
+    Checked here, where the file's path is known, so that what the file lacks
+    or gets wrong (no ``channel_names``, labels that are no tumour region …)
+    is reported with the file named; the layout factory sees only its content.
+    """
+    path = dataset_folder(Path(root)) / "dataset.json"
+    resolved = {**(options or {}), DESCRIPTION: load_dataset_json(path)}
+    try:
+        nnunet_layout(resolved)
+    except GliosegError as exc:
+        raise GliosegError(exc.problem, path=exc.path or path, hint=exc.hint) from None
+    return resolved
+
+
 # ---------------------------------------------------------------- channels and labels
 
 
 def _channels(description: Mapping[str, Any], renames: Mapping[str, Any]) -> tuple[str, ...]:
     channels = description.get("channel_names", description.get("modality"))
-    if not isinstance(channels, Mapping) or not channels or not all(str(k).isdigit() for k in channels):
+    if channels is None:
         raise _error("dataset.json has no channel_names {\"0\": name, ...}")
+    if not isinstance(channels, Mapping) or not channels or not all(str(k).isdigit() for k in channels):
+        raise _error(f"dataset.json's channel_names must be {{\"0\": name, ...}}, not {channels!r}")
     indices = sorted(int(k) for k in channels)
     if indices != list(range(len(indices))):
         raise _error(f"channel_names are numbered {indices}, not 0, 1, …")
     names = []
     for index in indices:
-        original = str(channels.get(str(index), channels.get(index)))
+        original = channels.get(str(index), channels.get(index))
+        if not isinstance(original, str):
+            raise _error(f"channel {index} is named {original!r}, not a string such as \"FLAIR\"")
         chosen = renames.get(str(index), renames.get(original))
         name = str(chosen) if chosen is not None else _NAME.sub("_", original.strip().lower()).strip("_-")
         if not name or not name[0].isalnum():
@@ -150,8 +169,10 @@ def _lookup(names: Mapping[Any, tuple[str, ...]], label: str) -> Any:
 def convention_from(description: Mapping[str, Any], options: Mapping[str, Any]) -> LabelConvention:
     """The label convention a dataset.json's ``labels`` (and ``regions_class_order``) describe, with the options' overrides."""
     labels = description.get("labels")
-    if not isinstance(labels, Mapping) or not labels:
+    if labels is None:
         raise _error("dataset.json has no labels {name: value, ...}")
+    if not isinstance(labels, Mapping) or not labels:
+        raise _error(f"dataset.json's labels must be {{name: value, ...}}, not {labels!r}")
     parsed = {str(name): _values(value, str(name)) for name, value in labels.items()}
     if "ignore" in {name.lower() for name in parsed}:
         raise _error("dataset.json has an 'ignore' label, which glioseg's scores cannot leave out; remove it")
@@ -244,13 +265,21 @@ def _check_options(options: Mapping[str, Any]) -> None:
 
 
 def _cases_of(folder: Path, ending: str) -> dict[str, set[int]]:
-    """Case id → channel numbers present, from ``<case>_<XXXX><ending>`` files."""
+    """Case id → channel numbers present, from ``<case>_<XXXX><ending>`` files.
+
+    A folder holding images, none of them so named, is an error: the usual cause is a ``file_ending`` that is
+    not the files' (``.nii`` for ``.nii.gz`` files), which would otherwise read as a dataset without cases.
+    """
     found: dict[str, set[int]] = {}
     for path in folder.glob(f"*{ending}") if folder.is_dir() else ():
         stem = path.name[: -len(ending)]
         match = _CHANNEL_FILE.match(stem)
         if match and path.is_file():
             found.setdefault(match["case"], set()).add(int(match["channel"]))
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(_ENDINGS)) if folder.is_dir() else []
+    if others and not found:
+        raise _error(f"{folder.name} holds no <case>_<XXXX>{ending} file (file_ending {ending!r}) but "
+                     f"{len(others)} other NIfTI files, e.g. {others[0]}", folder)
     return found
 
 
@@ -290,17 +319,18 @@ def nnunet_layout(options: Mapping[str, Any]) -> Layout:
             if extra:
                 raise _error(f"{images} holds channels dataset.json does not declare ({len(modalities)} channels): "
                              f"{', '.join(extra[:10])}", folder / images)
-            cases += [
-                CaseFiles(
+            for case in names:
+                wanted = {m: folder / images / f"{case}_{k:04d}{ending}" for k, m in enumerate(modalities)}
+                wanted["label"] = folder / labels / f"{case}{ending}"
+                cases.append(CaseFiles(
                     case=case,
                     patient=captured_patient(patient, case, _error),
                     group="",
-                    images={m: existing_file(folder / images / f"{case}_{k:04d}{ending}") for k, m in enumerate(modalities)},
-                    label=existing_file(folder / labels / f"{case}{ending}"),
+                    images={m: existing_file(wanted[m]) for m in modalities},
+                    label=existing_file(wanted["label"]),
                     extra={"nnunet_set": subset},
-                )
-                for case in names
-            ]
+                    wanted={name: str(path) for name, path in wanted.items()},
+                ))
         return in_case_order(cases, root)
 
     return Layout("nnunet", modalities, convention, find_cases)
