@@ -306,6 +306,37 @@ def break_shape(folder: Path) -> Path:
     return folder / f"{CASE}_5_mask.tif"
 
 
+def break_slice_size(folder: Path) -> Path:
+    """One slice of another size than the case's first, with its mask to match."""
+    save_tif(folder / f"{CASE}_6.tif", np.zeros((SIDE + 2, SIDE, 3), np.uint8))
+    save_tif(folder / f"{CASE}_6_mask.tif", np.zeros((SIDE + 2, SIDE), np.uint8))
+    return folder / f"{CASE}_6.tif"
+
+
+def break_mask_values_0_1(folder: Path) -> Path:
+    save_tif(folder / f"{CASE}_7_mask.tif", (slice_mask(10) > 0).astype(np.uint8))
+    return folder / f"{CASE}_7_mask.tif"
+
+
+def break_masks_only(folder: Path) -> Path:
+    for tif in folder.glob("*.tif"):
+        if not tif.name.endswith("_mask.tif"):
+            tif.unlink()
+    return folder
+
+
+def break_multipage(folder: Path) -> Path:
+    """Pillow reads a multi-page tif's first page only: the other pages were dropped without a word."""
+    path = folder / f"{CASE}_3.tif"
+    Image.fromarray(slice_image(3)).save(path, save_all=True, append_images=[Image.fromarray(slice_image(4))])
+    return path
+
+
+def break_empty_file(folder: Path) -> Path:
+    (folder / f"{CASE}_8_mask.tif").write_bytes(b"")
+    return folder / f"{CASE}_8_mask.tif"
+
+
 @pytest.mark.parametrize(
     "breaker, message",
     [
@@ -317,6 +348,11 @@ def break_shape(folder: Path) -> Path:
         (break_truncated, "unreadable or truncated tif"),
         (break_channels, r"expected \(16, 16, 3\) uint8"),
         (break_shape, r"expected \(16, 16\) uint8"),
+        (break_slice_size, r"image has shape \(18, 16, 3\) and type uint8, expected \(16, 16, 3\) uint8"),
+        (break_mask_values_0_1, r"mask values \[1\] are neither 0 nor 255"),
+        (break_masks_only, r"case folder holds 12 masks but no image slices \(TCGA_CS_4941_19960909_<n>\.tif\)"),
+        (break_multipage, "the tif holds 2 pages; a slice is one page"),
+        (break_empty_file, "unreadable or truncated tif"),
     ],
 )
 def test_broken_case_names_the_file_and_writes_nothing(lgg_raw, tmp_path, breaker, message):

@@ -62,11 +62,19 @@ _REPLACE = "replace the file with a good copy from the dataset archive (or re-ex
 
 
 def read_tif(path: Path) -> np.ndarray:
-    """Decode one tif with Pillow (LZW included, no imagecodecs needed); an unreadable or truncated file is named."""
+    """Decode one tif with Pillow (LZW included, no imagecodecs needed); an unreadable or truncated file is named.
+
+    A slice is one page: Pillow reads a multi-page tif's first page only, so a stack saved as one file would
+    otherwise pass as one slice, the rest of it silently dropped.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns before it raises on truncated files; the error says it all
             with Image.open(path) as image:
+                pages = getattr(image, "n_frames", 1)
+                if pages > 1:
+                    raise GliosegError(f"the tif holds {pages} pages; a slice is one page", path=path,
+                                       hint="save each slice as a tif of its own, <case>_<n>.tif, as the kaggle_3m release does.")
                 return np.asarray(image)
     except _READ_ERRORS as exc:
         raise GliosegError(f"unreadable or truncated tif ({type(exc).__name__}: {exc})", path=path, hint=_REPLACE) from None
@@ -95,9 +103,10 @@ def _slice_files(folder: Path, *, masks: bool = True) -> tuple[list[Path], list[
             raise GliosegError(f"slice {number} appears twice, also as {table[number].name}", path=path,
                                hint="keep one file per slice number.")
         table[number] = path
-    if not images and not (masks and mask_files):  # masks alone are reported as orphaned below
-        raise GliosegError("case folder holds no slices", path=folder,
-                           hint="remove the empty folder, or restore its tifs from the archive.")
+    if not images:
+        held = f"{len(mask_files)} masks but no image slices ({folder.name}_<n>.tif)" if mask_files else "no slices"
+        raise GliosegError(f"case folder holds {held}", path=folder,
+                           hint="remove the folder, or restore its image tifs from the archive.")
     if not masks:
         return _in_order(folder, images), []
     unmasked, orphaned = sorted(images.keys() - mask_files.keys()), sorted(mask_files.keys() - images.keys())
