@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -123,6 +124,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, *, sourc
             path=source,
             hint="fix that entry; the allowed keys, types and values are in workflow/schemas/config.schema.yaml.",
         )
+    _check_finite(resolved, source)
     for name, dataset in resolved["datasets"].items():
         check_layout_options(name, dataset["layout"], dataset.get("layout_options"), source)
     _check_given_splits(resolved, source)
@@ -393,6 +395,24 @@ def _check_given_splits(config: Mapping[str, Any], source: str) -> None:
                 read_given_split(dataset["split"]["file"])
             except GliosegError as exc:
                 raise GliosegError(f"dataset '{name}': split → file: {exc.message}", path=source) from None
+
+
+def _non_finite(value: Any, at: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+    """The NaN and infinite numbers in ``value``, with their key paths."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(at, value)]
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+    return [found for key, item in items for found in _non_finite(item, (*at, str(key)))]
+
+
+def _check_finite(config: Mapping[str, Any], source: str) -> None:
+    """YAML's ``.nan`` and ``.inf`` pass every bound of the schema (NaN compares false both ways); a NaN spacing
+    failed deep in resampling, an infinite one resampled every case to one voxel."""
+    found = _non_finite(config)
+    if found:
+        at, value = found[0]
+        raise GliosegError(f"invalid configuration at {' → '.join(at)}: {value} is not a finite number", path=source,
+                           hint="give a finite number; the allowed values are in workflow/schemas/config.schema.yaml.")
 
 
 def experiment_folds(config: Mapping[str, Any], experiment: str) -> list[int]:

@@ -234,6 +234,28 @@ def test_a_dataset_s_spacing_is_optional_and_three_positive_numbers():
             validate_config(config, SCHEMA)
 
 
+@pytest.mark.parametrize("bad, message", [
+    ([-1, 1, 1], r"spacing → 0: -1 is less than or equal to the minimum of 0"),
+    ([2, "2", 1], r"spacing → 1: '2' is not of type 'number'"),
+    ("2", r"spacing: '2' is not of type 'array'"),
+    ([float("nan"), 1, 1], r"spacing → 0: nan is not a finite number"),  # YAML's .nan passes every bound of the schema
+    ([1, 1, float("inf")], r"spacing → 2: inf is not a finite number"),
+])
+def test_a_spacing_that_is_no_positive_finite_number_is_named_by_its_key_path(bad, message):
+    config = minimal()
+    config["datasets"]["d"]["preprocess"] = {"spacing": bad}
+    with pytest.raises(GliosegError, match=rf"invalid configuration at datasets → d → preprocess → {message}") as raised:
+        validate_config(config, SCHEMA, source="study.yaml")
+    assert raised.value.path == Path("study.yaml") and "config.schema.yaml" in raised.value.hint
+
+
+def test_a_nan_anywhere_in_the_config_is_refused_from_yaml():
+    config = minimal()
+    config["experiments"]["e"]["optimizer"] = yaml.safe_load("{name: adam, lr: .nan}")
+    with pytest.raises(GliosegError, match=r"experiments → e → optimizer → lr: nan is not a finite number"):
+        validate_config(config, SCHEMA)
+
+
 def test_a_model_is_scored_only_on_datasets_resampled_as_its_training_data():
     config = minimal()
     config["datasets"]["d"]["preprocess"] = {"spacing": [2, 2, 2]}
