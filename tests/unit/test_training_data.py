@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from monai.transforms import Compose
 
 from glioseg.settings import Augmentation, SpatialAugmentation

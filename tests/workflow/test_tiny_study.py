@@ -88,6 +88,8 @@ def test_summary_and_history_tables(study):
             log = (study / f"results/models/{experiment}/fold{fold}/train.log").read_text()
             assert "best mean validation dice" in log
     assert "± " in summary
+    lesions = summary.split("## Lesion-wise")[1]  # the score files' lesion columns reach the report
+    assert all(f"| {experiment} | tiny | {region} |" in lesions for experiment in EXPERIMENTS for region in ("TC", "WT", "ET"))
 
 
 def test_figures_are_real_images(study):
