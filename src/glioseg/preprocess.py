@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,9 +229,26 @@ def crop_to_brain(image: np.ndarray, mask: np.ndarray | None, background: str, m
     cropped = crop(image, box)
     if spacing is not None:
         shape = resampled_shape(cropped.shape[1:], case_spacing, spacing)
+        _check_growth(cropped.shape[1:], shape, case_spacing, spacing, where)
         cropped = resize(cropped, shape)
         inside = None if inside is None else resize_masks(inside[None], shape)[0].astype(bool)
     return BrainCrop(cropped.astype(storage_dtype(cropped)), inside, box, found, Normalisation.of(cropped, inside))
+
+
+MAX_RESAMPLING_GROWTH = 64
+"""How many times its voxels a crop may grow by resampling (4× finer on every axis): more is a spacing in the
+wrong unit far more often than a wish, and would fill the memory before it failed."""
+
+
+def _check_growth(shape: Sequence[int], resampled: Sequence[int], case_spacing: Sequence[float], spacing: Sequence[float],
+                  where: str | Path | None) -> None:
+    growth = math.prod(resampled) / math.prod(shape)
+    if growth > MAX_RESAMPLING_GROWTH:
+        raise GliosegError(
+            f"resampling this case from spacing {list(case_spacing)} to {list(spacing)} would multiply its "
+            f"{math.prod(shape):,} voxels by {growth:,.0f}", path=where,
+            hint="give preprocess → spacing in the images' unit (mm for NIfTI; pixels for the LGG stacks); "
+                 f"glioseg refuses more than {MAX_RESAMPLING_GROWTH}× the voxels.")
 
 
 def preprocess_case(row: pd.Series, modalities: tuple[str, ...], convention: LabelConvention, margin: int,

@@ -174,6 +174,11 @@ def test_preprocess_refuses_a_bad_spacing_and_the_command_takes_one(anisotropic,
     for bad in ([0, 1, 1], [1.0, 1.0], [1, -2, 1]):
         with pytest.raises(GliosegError, match="not three positive numbers"):
             preprocess_dataset(anisotropic["manifest"], anisotropic["info"], tmp_path / "bad", margin=0, spacing=bad)
+    with pytest.raises(GliosegError, match=r"would multiply its [\d,]+ voxels by [\d,]+") as metres:
+        preprocess_dataset(anisotropic["manifest"], anisotropic["info"], tmp_path / "metres", margin=0,
+                           spacing=[0.002, 0.002, 0.003])
+    assert "_t1.nii.gz" in str(metres.value) and "the images' unit" in str(metres.value)
+    assert not (tmp_path / "metres" / "properties.json").exists()
     argv = ["preprocess", "--manifest", str(anisotropic["csv"]), "--info", str(anisotropic["json"]), "--spacing", "2",
             "2", "1.5", "--out", str(tmp_path / "cli")]
     assert cli_main(argv) == 0
