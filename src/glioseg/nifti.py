@@ -22,7 +22,8 @@ from glioseg.atomic import atomic_path
 from glioseg.errors import GliosegError
 
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError)
-_REDOWNLOAD = "delete the dataset's extracted folder and archive under results/ and run again, or replace the file with a good copy."
+_REDOWNLOAD = ("replace the file with a good copy (for a dataset glioseg extracted: delete its extracted folder and "
+               "archive under results/ and run again).")
 
 
 def load_image(path: str | Path) -> nib.Nifti1Image:
@@ -35,6 +36,11 @@ def load_image(path: str | Path) -> nib.Nifti1Image:
         raise GliosegError(f"not a readable NIfTI image ({exc})", path=path, hint=_REDOWNLOAD) from None
     if len(image.shape) != 3:
         raise GliosegError(f"expected a 3D volume, found shape {image.shape}", path=path, hint="give one 3D volume per file.")
+    dtype = image.get_data_dtype()
+    if dtype.kind not in "biuf":  # complex or RGB voxels would be cast to a float silently (or fail deep in numpy)
+        raise GliosegError(f"voxels of type {dtype} are not one real number each (complex or colour data)", path=path,
+                           hint="save the volume with integer or float voxels, one number each (e.g. a scan's magnitude, "
+                                "or a grey-scale conversion).")
     return image
 
 

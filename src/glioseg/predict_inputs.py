@@ -270,9 +270,9 @@ def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[
     """The cases of a dataset's manifest, each of the model's ``modalities`` read from the dataset's modality of that
     name or of another BraTS release's name for it (a model of 2021's t1ce reads 2023's t1c); with ``masks`` (a model
     trained with brain masks), each with the brain mask its layout found."""
-    from glioseg.manifest import image_column, read_dataset_info, read_manifest
+    from glioseg.manifest import image_column
 
-    frame, dataset = read_manifest(manifest), read_dataset_info(info)
+    frame, dataset = _read_manifest(Path(manifest), Path(info))
     chosen: dict[str, str] = {}
     for modality in modalities:
         names = {alias.lower() for alias in aliases(modality)}
@@ -293,6 +293,28 @@ def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[
     return cases
 
 
+def _read_manifest(manifest: Path, info: Path) -> tuple[Any, Any]:
+    """A manifest and its sidecar, a missing or unreadable one named (the manifest module's readers expect the files
+    the workflow wrote; ``--manifest`` takes a path a person typed)."""
+    import pandas as pd
+
+    from glioseg.manifest import read_dataset_info, read_manifest
+
+    hint = "give --manifest a dataset's results/manifests/<dataset>.csv, with its .json beside it (or --info), as the " \
+           "manifest step wrote them."
+    for path in (manifest, info):
+        if not path.is_file():
+            raise GliosegError("no such file", path=path, hint=hint)
+    try:
+        frame = read_manifest(manifest)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise GliosegError(f"unreadable manifest ({type(exc).__name__}: {exc})", path=manifest, hint=hint) from None
+    try:
+        return frame, read_dataset_info(info)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise GliosegError(f"unreadable manifest sidecar ({type(exc).__name__}: {exc})", path=info, hint=hint) from None
+
+
 # ---------------------------------------------------------------- reading one case
 
 
@@ -309,6 +331,8 @@ def read_case(case: CaseInput) -> tuple[np.ndarray, Any, np.ndarray | None]:
         return (*stack_scans(case.slices), None)
     paths = {**case.files, **({"brain mask": case.mask} if case.mask is not None else {})}
     headers = {name: load_image(p) for name, p in paths.items()}
+    for name, image in headers.items():
+        _check_affine(image, paths[name])
     (first, reference), *others = headers.items()
     for name, image in others:
         if image.shape != reference.shape:
@@ -319,6 +343,17 @@ def read_case(case: CaseInput) -> tuple[np.ndarray, Any, np.ndarray | None]:
                                hint=f"give the case's {_grid_of(name)} on one grid.")
     mask = read_mask(case.mask) if case.mask is not None else None
     return np.stack([read_image(p) for p in case.files.values()]), reference, mask
+
+
+def _check_affine(image: Any, path: Path) -> None:
+    """Refuse a file whose voxel-to-world matrix has NaNs or no inverse: the label map is written in the scan's
+    geometry, and there is none to write it in (nibabel would fail only after the case was predicted)."""
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise GliosegError("its affine (the voxel-to-world matrix in the header) is not finite or not invertible, so "
+                           "the scan has no geometry to write the prediction in", path=path,
+                           hint="repair the header (e.g. re-convert the scan from DICOM, or copy the qform/sform of a "
+                                "good scan of the same grid), or leave the case out.")
 
 
 def _grid_of(name: str) -> str:

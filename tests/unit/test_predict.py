@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from glioseg import bundle as bundles
 from glioseg.cli import main
+from glioseg.commands.predict import export as export_command
 from glioseg.config import experiment_record, training_settings, validate_config
 from glioseg.errors import GliosegError
 from glioseg.inference import infer_cases
@@ -253,3 +255,234 @@ def test_the_predict_command_takes_a_manifest_and_a_record(study, tiny_manifest,
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == len(study["manifest"]) and (tmp_path / "run.json").is_file()
     assert not (tmp_path / "out" / "predict.json").exists()
     assert main(["predict", "--model", str(study["experiment"]), "--output", str(tmp_path / "o2")]) == 2
+
+
+# ---------------------------------------------------------------- hostile models, options and outputs
+
+
+def _resummed(payload: dict, path: Path) -> Path:
+    """``payload`` saved with its checksum recomputed: a bundle edited by hand, or by a damaged exporter, that the
+    checksum cannot catch."""
+    payload["checksum"] = bundles._checksum(payload["metadata"], payload["weights"])
+    torch.save(payload, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle_payload(study, tmp_path_factory):
+    path = bundles.write_bundle(bundles.from_results(study["experiment"]), tmp_path_factory.mktemp("bundle") / "b.pt")
+    return torch.load(path, weights_only=True)
+
+
+def _edited(payload: dict, edit) -> dict:
+    import copy
+
+    edited = copy.deepcopy(payload)
+    edit(edited)
+    return edited
+
+
+def _first_tensor(payload: dict) -> str:
+    return next(iter(payload["weights"][0]))
+
+
+BROKEN_BUNDLES = {
+    "background": (lambda p: p["metadata"]["preprocess"].update(background="bogus"),
+                   "unusable model: its background rule 'bogus' is none of ['zero', 'mode']"),
+    "margin": (lambda p: p["metadata"]["preprocess"].update(margin="abc"), "its crop margin 'abc' is not a whole number"),
+    "modalities": (lambda p: p["metadata"].pop("modalities"), "metadata is incomplete or garbled (KeyError: 'modalities')"),
+    "folds": (lambda p: p.update(weights={}), "unusable model: it holds no fold models"),
+    "overlap": (lambda p: p["metadata"]["inference"].update(overlap=5), "unusable model: overlap 5 is not in [0, 1)"),
+    "spacing": (lambda p: p["metadata"]["preprocess"].update(spacing=[0, 0, 0]), "spacing [0, 0, 0] is not three positive"),
+    "shape": (lambda p: p["weights"][0].update({_first_tensor(p): torch.zeros(3)}),
+              "fold 0's weights do not fit the network its metadata describes (4 modalities in, 3 regions out)"),
+    "nan": (lambda p: p["weights"][0][_first_tensor(p)].fill_(float("nan")), "fold 0's weights hold NaN or infinite"),
+    "network": (lambda p: p["metadata"]["training"].update(model={"name": "nosuchnet"}),
+                "the network its metadata describes cannot be built (KeyError: \"unknown model 'nosuchnet'"),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_BUNDLES))
+def test_a_resummed_bundle_that_predict_could_not_use_is_refused_naming_the_fault_before_the_output_is_touched(
+        broken, study, bundle_payload, tiny_raw, tmp_path):
+    """Before: KeyErrors, a ZeroDivisionError or torch's load_state_dict traceback, or (background, NaN weights) labels
+    predicted with a rule that does not exist or from a dead network."""
+    edit, expected = BROKEN_BUNDLES[broken]
+    path = _resummed(_edited(bundle_payload, edit), tmp_path / "edited.pt")
+    case = val_cases(study, 0)[0]
+    with pytest.raises(GliosegError) as raised:
+        predict(path, [Path(tiny_raw) / case], tmp_path / "out", folds=[0], device=CPU)
+    assert expected in raised.value.message and raised.value.path == path
+    assert "What to do:" in raised.value.message
+    assert not (tmp_path / "out").exists()  # no run record that would refuse the repaired bundle's predictions
+
+
+@pytest.mark.parametrize(("version", "expected"), [(None, "its format version is None, not a version glioseg writes"),
+                                                   (0, "its format version is 0"), ("2", "its format version is '2'")])
+def test_a_bundle_without_a_format_version_glioseg_wrote_is_damaged_not_newer(version, expected, bundle_payload, tmp_path):
+    payload = _edited(bundle_payload, lambda p: p.update(version=version))
+    torch.save(payload, tmp_path / "v.pt")
+    with pytest.raises(GliosegError) as raised:
+        bundles.read_bundle(tmp_path / "v.pt")
+    assert expected in raised.value.message and "newer" not in raised.value.message
+
+
+def test_an_output_that_cannot_be_written_is_named_before_any_case_is_read(study, tiny_raw, tmp_path):
+    case = Path(tiny_raw) / val_cases(study, 0)[0]
+    (tmp_path / "afile").write_text("x")
+    expectations = [
+        ({"output": tmp_path / "afile"}, "--output is a file, not a folder", tmp_path / "afile"),
+        ({"output": tmp_path / "afile" / "sub"}, "cannot write the run record (Not a directory)",
+         tmp_path / "afile" / "sub" / "predict.json"),
+        ({"output": tmp_path / "o", "record": tmp_path}, "the run record's path is a folder", tmp_path),
+    ]
+    for where, expected, named in expectations:
+        with pytest.raises(GliosegError) as raised:
+            predict(study["experiment"], [case], device=CPU, folds=[0], **where)
+        assert expected in raised.value.message and raised.value.path == named and "What to do:" in raised.value.message
+
+
+@pytest.mark.parametrize("record", ["{not json", "[1, 2]"])
+def test_an_unreadable_run_record_is_refused_not_a_traceback(record, study, tiny_raw, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "predict.json").write_text(record)
+    (tmp_path / "out" / "earlier.nii.gz").write_bytes(b"")  # a prediction the record should say the origin of
+    with pytest.raises(GliosegError, match="cannot be told from another model's") as raised:
+        predict(study["experiment"], [Path(tiny_raw) / val_cases(study, 0)[0]], tmp_path / "out", folds=[0], device=CPU)
+    assert raised.value.path == tmp_path / "out" / "predict.json"
+
+
+def test_the_record_of_a_run_that_wrote_nothing_does_not_hold_the_folder(study, tiny_raw, tmp_path):
+    case = val_cases(study, 0)[0]
+    broken = _case_copy(Path(tiny_raw) / case, tmp_path / "in" / case)
+    (broken / f"{case}_t2.nii.gz").write_bytes(b"junk")
+    with pytest.raises(GliosegError, match="1 of 1 cases"):
+        predict(study["experiment"], [broken], tmp_path / "out", folds=[0], device=CPU)
+    report = predict(study["experiment"], [Path(tiny_raw) / case], tmp_path / "out", folds=[1], device=CPU)
+    assert report.written == [case]
+
+
+def test_a_prediction_that_cannot_be_written_names_the_output_file_and_the_other_cases_are_written(study, tiny_raw, tmp_path):
+    """Before: the failure named the case's t1 input file (e.g. 'No space left on device (…_t1.nii.gz)')."""
+    first, second = sorted(study["manifest"]["case"])[:2]
+    (tmp_path / "out" / f"{first}.nii.gz").mkdir(parents=True)  # stands for an output file that cannot be written
+    with pytest.raises(GliosegError) as raised:
+        predict(study["experiment"], [Path(tiny_raw) / first, Path(tiny_raw) / second], tmp_path / "out", folds=[0],
+                device=CPU)
+    message = raised.value.message
+    assert f"{first}: {tmp_path / 'out' / first}.nii.gz: cannot write the prediction (Is a directory)" in message
+    assert "on a disk with room for the predictions" in message
+    assert (tmp_path / "out" / f"{second}.nii.gz").is_file()
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and ".tmp" in p.name]
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("overlap", 1.5, "overlap 1.5 is not in [0, 1)"), ("overlap", float("nan"), "overlap nan is not in [0, 1)"),
+    ("threshold", 2.0, "threshold 2.0 is not between 0 and 1"), ("sw_batch_size", 0, "sw_batch_size 0 is not a positive"),
+    ("roi_size", [16, 16], "roi_size [16, 16] is not 3 positive whole numbers (the model is 3D)"),
+    ("roi_size", [0, 0, 0], "roi_size [0, 0, 0] is not 3 positive"),
+])
+def test_sliding_window_options_out_of_range_are_one_error_naming_the_option(option, value, expected, study, tiny_raw,
+                                                                             tmp_path):
+    """Before: one ValueError per case (overlap, sw-batch-size, roi-size sides), or labels silently empty (threshold 2,
+    roi-size 0)."""
+    with pytest.raises(GliosegError) as raised:
+        predict(study["experiment"], [Path(tiny_raw) / val_cases(study, 0)[0]], tmp_path / "out", folds=[0], device=CPU,
+                overrides={option: value})
+    assert expected in raised.value.message and f"--{option.replace('_', '-')}" in raised.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_names_a_bad_model_folder_record_or_out_path(study, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "taken.pt").mkdir()
+    bundle = bundles.write_bundle(bundles.from_results(study["experiment"]), tmp_path / "b.pt")
+    expectations = [
+        (["--model", str(bundle), "--out", str(tmp_path / "x.pt")], "this is a file (already a bundle?)"),
+        (["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.pt")], f"{tmp_path / 'nowhere'}: no such experiment"),
+        (["--model", str(study["experiment"]), "--out", str(tmp_path / "taken.pt")], "is a folder, so the bundle cannot be"),
+        (["--model", str(study["experiment"]), "--out", str(tmp_path / "afile" / "b.pt")],
+         f"cannot write the bundle ({tmp_path / 'afile'} is a file, not a folder)"),
+    ]
+    for argv, expected in expectations:
+        with pytest.raises(GliosegError) as raised:
+            export_command(argparse.Namespace(model=Path(argv[1]), out=Path(argv[3])))
+        assert expected in raised.value.message and "What to do:" in raised.value.message
+
+
+def test_export_names_a_damaged_experiment_record_or_split(study, tmp_path):
+    import json
+
+    root = tmp_path / "results"
+    shutil.copytree(study["results"].root, root)
+    record = root / "models" / "e" / "experiment.json"
+    good = json.loads(record.read_text())
+    for broken, expected in (([], "holds a JSON list, not the object glioseg writes"),
+                             ({**good, "folds": ["x"]}, "folds (not fold numbers) missing or of the wrong kind"),
+                             ({k: v for k, v in good.items() if k != "preprocess"}, "damaged experiment record: preprocess")):
+        record.write_text(json.dumps(broken))
+        with pytest.raises(GliosegError) as raised:
+            bundles.from_results(root / "models" / "e")
+        assert expected in raised.value.message and raised.value.path == record
+    record.write_text(json.dumps(good))
+    (root / "splits" / "tiny" / "folds.json").write_text(json.dumps({"training": [{"case": "x"}]}))
+    with pytest.raises(GliosegError, match=r"not a fold list glioseg writes \(KeyError: 'fold'\)"):
+        bundles.from_results(root / "models" / "e")
+
+
+def _rewrite(path: Path, data: np.ndarray | None = None, **header: object) -> None:
+    """``path`` saved again with other voxels and/or header fields (the affine is then the header's sform)."""
+    image = nib.load(str(path))
+    hdr = image.header.copy()
+    for key, value in header.items():
+        hdr[key] = value
+    if data is not None:
+        hdr.set_data_dtype(data.dtype)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj) if data is None else data, None if header else image.affine, hdr),
+             str(path))
+
+
+def test_scans_without_real_voxels_or_a_geometry_are_named_with_what_to_do_and_the_others_are_written(study, tiny_raw,
+                                                                                                       tmp_path):
+    """Before: complex voxels were silently cast to their real part and predicted; RGB voxels and a singular affine
+    ended the whole run with a numpy or nibabel traceback (a singular one after the case was predicted); a NaN affine
+    was reported as differing from the other modalities'."""
+    good, *bad = sorted(study["manifest"]["case"])[:5]
+    inputs = tmp_path / "in"
+    for case in (good, *bad):
+        _case_copy(Path(tiny_raw) / case, inputs / case)
+    complex_case, rgb_case, singular_case, nan_case = bad
+    t2 = inputs / complex_case / f"{complex_case}_t2.nii.gz"
+    _rewrite(t2, np.asarray(nib.load(str(t2)).dataobj).astype(np.complex64))
+    t2 = inputs / rgb_case / f"{rgb_case}_t2.nii.gz"
+    rgb = np.zeros(nib.load(str(t2)).shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    _rewrite(t2, rgb)
+    for modality in MODALITIES:
+        _rewrite(inputs / singular_case / f"{singular_case}_{modality}.nii.gz", qform_code=0, sform_code=1,
+                 srow_x=[0, 0, 0, 0], srow_y=[0, 0, 0, 0], srow_z=[0, 0, 0, 0])
+        _rewrite(inputs / nan_case / f"{nan_case}_{modality}.nii.gz", qform_code=0, sform_code=1,
+                 srow_x=[np.nan, 0, 0, 0])
+    with pytest.raises(GliosegError) as raised:
+        predict(study["experiment"], [inputs], tmp_path / "out", folds=[0], device=CPU)
+    message = raised.value.message
+    assert "4 of 5 cases could not be predicted" in message
+    assert f"{complex_case}: {inputs / complex_case / complex_case}_t2.nii.gz: voxels of type complex64 are not one real " \
+           "number each" in message
+    assert f"{rgb_case}: {inputs / rgb_case / rgb_case}_t2.nii.gz: voxels of type [('R', 'u1')" in message
+    for case in (singular_case, nan_case):
+        assert f"{case}: {inputs / case / case}_t1.nii.gz: its affine (the voxel-to-world matrix in the header) is not " \
+               "finite or not invertible" in message
+    assert message.count("      What to do: ") == 4  # each case's own advice, besides the run's
+    assert "repair the header" in message and "save the volume with integer or float voxels" in message
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == [f"{good}.nii.gz"]
+
+
+def test_a_missing_or_unreadable_manifest_is_named(study, tiny_manifest, tmp_path):
+    """Before: pandas' FileNotFoundError or json's JSONDecodeError traceback."""
+    csv, _ = tiny_manifest
+    (tmp_path / "bad.json").write_text("{")
+    for manifest, named, expected in (((tmp_path / "none.csv", tmp_path / "none.json"), tmp_path / "none.csv", "no such file"),
+                                      ((csv, tmp_path / "bad.json"), tmp_path / "bad.json", "unreadable manifest sidecar")):
+        with pytest.raises(GliosegError) as raised:
+            predict(study["experiment"], [], tmp_path / "out", device=CPU, manifest=manifest)
+        assert expected in raised.value.message and raised.value.path == named and "--manifest" in raised.value.message
