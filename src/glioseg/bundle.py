@@ -194,17 +194,22 @@ def inference_problem(settings: InferenceSettings, spatial_dims: int) -> str | N
     """What is out of range in sliding-window ``settings`` for a ``spatial_dims``-D model, or ``None``: the config
     schema's limits, for settings that come from elsewhere (a bundle, predict's options)."""
     roi = settings.roi_size
-    if len(roi) != spatial_dims or not all(isinstance(side, int) and side >= 1 for side in roi):
+    if len(roi) != spatial_dims or not all(_count(side) for side in roi):
         return f"roi_size {list(roi)} is not {spatial_dims} positive whole numbers (the model is {spatial_dims}D)"
     if not 0 <= settings.overlap < 1:
         return f"overlap {settings.overlap} is not in [0, 1)"
-    if isinstance(settings.sw_batch_size, bool) or not isinstance(settings.sw_batch_size, int) or settings.sw_batch_size < 1:
+    if not _count(settings.sw_batch_size):
         return f"sw_batch_size {settings.sw_batch_size} is not a positive whole number"
     if not 0 < settings.threshold < 1:
         return f"threshold {settings.threshold} is not between 0 and 1"
     if settings.blend not in ("gaussian", "constant"):
         return f"blend {settings.blend!r} is neither 'gaussian' nor 'constant'"
     return None
+
+
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a whole number of at least 1 (4.0 too: the config schema takes it for an integer)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer() and value >= 1
 
 
 def _checksum(metadata: Mapping[str, Any], weights: Mapping[int, Mapping[str, torch.Tensor]]) -> str:
