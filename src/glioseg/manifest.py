@@ -194,11 +194,20 @@ def write_manifest(frame: pd.DataFrame, info: DatasetInfo, out_csv: str | Path, 
     write_json(out_json, info.to_json())
 
 
+_REWRITE = "run the manifest step again (snakemake), or point at the results/manifests/<dataset>.csv and .json it wrote."
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A manifest CSV; a missing, unreadable or foreign file is a :class:`GliosegError` naming it."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise GliosegError("no such manifest", path=path, hint=_REWRITE) from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise GliosegError(f"unreadable manifest ({type(exc).__name__}: {exc})", path=path, hint=_REWRITE) from None
     missing = {"case", "patient", "group", "label"} - set(frame.columns)
     if missing:
-        raise GliosegError(f"not a glioseg manifest: columns {sorted(missing)} missing", path=path, hint="re-run the manifest step.")
+        raise GliosegError(f"not a glioseg manifest: columns {sorted(missing)} missing", path=path, hint=_REWRITE)
     return frame
 
 
@@ -206,17 +215,22 @@ def read_dataset_info(path: str | Path) -> DatasetInfo:
     """Read a manifest sidecar; the label convention is stored in full, so custom conventions survive.
 
     A sidecar written before ``physical_spacing`` existed is read as physical (millimetres), one before
-    ``labelled`` existed as labelled.
+    ``labelled`` existed as labelled. A missing, unreadable or garbled one is a :class:`GliosegError` naming it.
     """
-    payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    stored = payload["label_convention"]
-    convention = LabelConvention(
-        name=stored["name"],
-        members={region: frozenset(values) for region, values in stored["members"].items()},
-        paint=tuple((region, int(value)) for region, value in stored["paint"]),
-    )
-    return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), convention,
-                       payload.get("physical_spacing", True), payload.get("labelled", True))
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        stored = payload["label_convention"]
+        convention = LabelConvention(
+            name=stored["name"],
+            members={region: frozenset(values) for region, values in stored["members"].items()},
+            paint=tuple((region, int(value)) for region, value in stored["paint"]),
+        )
+        return DatasetInfo(payload["name"], payload["layout"], tuple(payload["modalities"]), convention,
+                           payload.get("physical_spacing", True), payload.get("labelled", True))
+    except FileNotFoundError:
+        raise GliosegError("no such manifest sidecar", path=path, hint=_REWRITE) from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise GliosegError(f"unreadable manifest sidecar ({type(exc).__name__}: {exc})", path=path, hint=_REWRITE) from None
 
 
 def modality_columns(frame: pd.DataFrame, modalities: Sequence[str]) -> list[str]:

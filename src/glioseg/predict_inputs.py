@@ -294,25 +294,15 @@ def manifest_cases(manifest: str | Path, info: str | Path, modalities: Sequence[
 
 
 def _read_manifest(manifest: Path, info: Path) -> tuple[Any, Any]:
-    """A manifest and its sidecar, a missing or unreadable one named (the manifest module's readers expect the files
-    the workflow wrote; ``--manifest`` takes a path a person typed)."""
-    import pandas as pd
-
+    """A manifest and its sidecar, with advice on ``--manifest`` (a path a person typed) when one cannot be read."""
     from glioseg.manifest import read_dataset_info, read_manifest
 
-    hint = "give --manifest a dataset's results/manifests/<dataset>.csv, with its .json beside it (or --info), as the " \
-           "manifest step wrote them."
-    for path in (manifest, info):
-        if not path.is_file():
-            raise GliosegError("no such file", path=path, hint=hint)
     try:
-        frame = read_manifest(manifest)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise GliosegError(f"unreadable manifest ({type(exc).__name__}: {exc})", path=manifest, hint=hint) from None
-    try:
-        return frame, read_dataset_info(info)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise GliosegError(f"unreadable manifest sidecar ({type(exc).__name__}: {exc})", path=info, hint=hint) from None
+        return read_manifest(manifest), read_dataset_info(info)
+    except GliosegError as exc:
+        raise GliosegError(exc.problem, path=exc.path,
+                           hint="give --manifest a dataset's results/manifests/<dataset>.csv, with its .json beside it "
+                                "(or --info), as the manifest step wrote them.") from None
 
 
 # ---------------------------------------------------------------- reading one case

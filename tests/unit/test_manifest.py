@@ -218,3 +218,24 @@ def test_the_manifest_command_takes_unlabelled(raw_copy, tmp_path):
             "--out-csv", str(tmp_path / "val.csv"), "--out-json", str(tmp_path / "val.json")]
     assert cli_main(argv) == 0
     assert not read_dataset_info(tmp_path / "val.json").labelled
+
+
+def test_a_missing_empty_or_garbled_manifest_or_sidecar_is_named_for_every_stage(tiny_manifest, tmp_path, capsys):
+    csv, sidecar = tiny_manifest
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "cut.json").write_text(sidecar.read_text()[:40])
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for read, path, problem in ((read_manifest, tmp_path / "none.csv", "no such manifest"),
+                                (read_manifest, tmp_path / "empty.csv", "unreadable manifest (EmptyDataError"),
+                                (read_manifest, sidecar, "not a glioseg manifest"),
+                                (read_dataset_info, tmp_path / "none.json", "no such manifest sidecar"),
+                                (read_dataset_info, tmp_path / "cut.json", "unreadable manifest sidecar (JSONDecodeError"),
+                                (read_dataset_info, tmp_path / "list.json", "unreadable manifest sidecar (TypeError")):
+        with pytest.raises(GliosegError) as error:
+            read(path)
+        assert error.value.path == path and error.value.problem.startswith(problem), error.value.message
+        assert "run the manifest step again" in error.value.hint
+    code = cli_main(["preprocess", "--manifest", str(csv), "--info", str(tmp_path / "cut.json"), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code != 0 and "cut.json" in err and "unreadable manifest sidecar" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()

@@ -481,7 +481,7 @@ def test_a_missing_or_unreadable_manifest_is_named(study, tiny_manifest, tmp_pat
     """Before: pandas' FileNotFoundError or json's JSONDecodeError traceback."""
     csv, _ = tiny_manifest
     (tmp_path / "bad.json").write_text("{")
-    for manifest, named, expected in (((tmp_path / "none.csv", tmp_path / "none.json"), tmp_path / "none.csv", "no such file"),
+    for manifest, named, expected in (((tmp_path / "none.csv", tmp_path / "none.json"), tmp_path / "none.csv", "no such manifest"),
                                       ((csv, tmp_path / "bad.json"), tmp_path / "bad.json", "unreadable manifest sidecar")):
         with pytest.raises(GliosegError) as raised:
             predict(study["experiment"], [], tmp_path / "out", device=CPU, manifest=manifest)
