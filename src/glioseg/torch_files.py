@@ -63,6 +63,16 @@ def _unpickling_refusal(text: str) -> tuple[bool, str]:
     return False, lines[0] if lines else "unpickling failed"
 
 
+def _check_header(path: Path, hint: str) -> None:
+    """Refuse another kind of file under a checkpoint's name by its first bytes, before torch reads it as a pickle
+    and fails with an opcode error that says nothing of what the file is."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a legacy pickle stream
+        raise GliosegError(f"not a PyTorch checkpoint: it starts with {head!r}, where torch.save writes a zip archive",
+                           path=path, hint=hint)
+
+
 def load(path: str | Path, *, hint: str = "delete it and run the step that writes it again.") -> dict[str, Any]:
     """A ``torch.save`` file's payload, read with ``weights_only=True``; any failure names the file.
 
@@ -74,6 +84,7 @@ def load(path: str | Path, *, hint: str = "delete it and run the step that write
     path = Path(path)
     if not path.is_file():
         raise GliosegError("no such checkpoint file", path=path, hint=hint)
+    _check_header(path, hint)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             payload = torch.load(path, map_location="cpu", weights_only=True)

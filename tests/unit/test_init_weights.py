@@ -354,8 +354,13 @@ def test_numpy_scalars_pickled_under_numpy_1_or_2_are_read_as_data(tmp_path):
 def test_unreadable_or_missing_files_are_reported(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(GliosegError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(GliosegError, match=r"not a PyTorch checkpoint: it starts with b'not a ch', where torch.save"):
         read_checkpoint(garbage)
+    whole = tmp_path / "whole.pt"
+    torch.save({"w": torch.arange(4.0)}, whole)
+    (tmp_path / "cut.pt").write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(GliosegError, match=r"not a readable PyTorch checkpoint, truncated or corrupt \(RuntimeError"):
+        read_checkpoint(tmp_path / "cut.pt")
     with pytest.raises(GliosegError, match="no such checkpoint file"):
         read_checkpoint(tmp_path / "absent.pt")
     with pytest.raises(GliosegError, match="unknown initial-weights format 'timm'"):
