@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from glioseg.errors import GliosegError
 from glioseg.locks import exclusive_lock
 
 # The random part of tempfile's names (8 characters of this alphabet): how a leftover is told from other files.
@@ -54,7 +55,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     matplotlib's ``.png``) behave as they would on the final path.
     """
     final = Path(path)
-    with _writer(final):
+    if final.is_dir():  # os.replace cannot put a file in a folder's place, and the folder may be someone's work
+        raise GliosegError("is a folder; a file is written here", path=final,
+                           hint="give a file path (the folder may hold your own files), or remove the folder.")
+    with _writer(final), _full_disk_named(final):
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes), dir=final.parent)
         os.close(fd)
         tmp = Path(tmp_name)
@@ -67,10 +71,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder next to ``path``; it replaces ``path`` only when the block succeeds."""
+def atomic_dir(path: str | Path, replaces: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; it replaces ``path`` only when the block succeeds.
+
+    Replacing deletes the old folder whole. ``replaces`` says which of its
+    entries this writer may delete (its own earlier output): a folder holding
+    anything else, or a file at ``path``, is refused before any work, since
+    a mistyped output path would otherwise delete the user's files.
+    """
     final = Path(path)
-    with _writer(final):
+    _check_replaceable(final, replaces)
+    with _writer(final), _full_disk_named(final):
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
             yield tmp
@@ -78,6 +89,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             _remove(_swap_in(tmp, final))
         finally:
             _remove(tmp)
+
+
+def _check_replaceable(final: Path, replaces: Callable[[Path], bool] | None) -> None:
+    """Refuse a file at ``final``, or (with ``replaces``) a folder there holding entries ``replaces`` does not accept."""
+    if final.is_symlink() or not os.path.lexists(final):
+        return
+    if not final.is_dir():
+        raise GliosegError("is a file; a folder is written here", path=final,
+                           hint="give a folder path, or remove the file if it is not needed.")
+    if replaces is None:
+        return
+    foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in final.iterdir() if not replaces(entry))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise GliosegError(f"the folder exists and holds what this command does not write ({shown}); writing here "
+                           "would replace the folder and delete them", path=final,
+                           hint="give a new folder path (or this folder's own earlier output), or move those files "
+                                "away; nothing was written.")
 
 
 def _swap_in(tmp: Path, final: Path) -> Path:
@@ -136,11 +165,37 @@ def _remove(path: Path) -> None:
 @contextlib.contextmanager
 def _writer(final: Path) -> Iterator[None]:
     """Be the only writer of ``final`` for the block, and clear what killed writers of it left behind."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _writable_folder(final.parent)
     with _lock(final) as locked:
         if locked:  # without locks a leftover cannot be told from a live writer's work: leave them all
             _remove_leftovers(final)
         yield
+
+
+@contextlib.contextmanager
+def _full_disk_named(final: Path) -> Iterator[None]:
+    """A full disk or quota while writing ``final`` as a :class:`GliosegError` naming it, not a bare OSError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise GliosegError(f"the disk is full ({exc.strerror}); nothing was written and what was here is unchanged",
+                           path=final, hint="free space on that file system (df -h shows how much is left), or write "
+                                            "elsewhere, then run again.") from None
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed; one this process cannot write in (a read-only mount, no permission) is named."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GliosegError(f"cannot create this output folder ({exc.strerror})", path=exc.filename or folder,
+                           hint="choose an output path under a folder you can write to; nothing was written.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GliosegError("cannot write in this output folder (read-only, or not permitted)", path=folder,
+                           hint="choose an output path under a folder you can write to, or make this one writable; "
+                                "nothing was written.")
 
 
 def _lock(final: Path) -> contextlib.AbstractContextManager[bool]:

@@ -169,3 +169,55 @@ def test_writers_of_different_paths_do_not_block_each_other(tmp_path: Path) -> N
         (ab / "x").write_text("ab")
         at.write_text("at")
     assert siblings(tmp_path / "a") == ["a", "a.b", "a.txt"]
+
+
+# ---------------------------------------------------------------- outputs that cannot or must not be written
+
+
+def test_a_folder_is_not_put_in_a_files_place_nor_a_file_in_a_folders(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(GliosegError, match="is a file; a folder is written here") as err, atomic_dir(tmp_path / "notes.txt"):
+        pass
+    assert err.value.path == tmp_path / "notes.txt" and (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "results").mkdir()
+    with pytest.raises(GliosegError, match="is a folder; a file is written here"), atomic_path(tmp_path / "results"):
+        pass
+    assert siblings(tmp_path / "results") == ["notes.txt", "results"]
+
+
+def test_a_folder_holding_what_the_writer_does_not_write_is_refused_before_any_work(old_tree: Path) -> None:
+    ran = []
+    with pytest.raises(GliosegError) as err, atomic_dir(old_tree, replaces=lambda entry: entry.name == "case000.txt"):
+        ran.append(True)
+    assert not ran and err.value.path == old_tree
+    assert "does not write (case001.txt, case002.txt, case003.txt, case004.txt, case005.txt and" in err.value.problem
+    assert "delete them" in err.value.problem and "nothing was written" in err.value.hint
+    assert contents(old_tree) == whole("old") and siblings(old_tree) == ["out"]
+    with atomic_dir(old_tree, replaces=lambda entry: entry.suffix == ".txt") as tmp:  # its own earlier output: replaced
+        (tmp / "a.txt").write_text("new")
+    assert contents(old_tree) == {"a.txt": "new"}
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))  # root ignores modes
+    for context in (atomic_dir, atomic_path):
+        with pytest.raises(GliosegError, match=r"cannot write in this output folder \(read-only") as err, context(locked / "out"):
+            pass
+        assert err.value.path == locked and "nothing was written" in err.value.hint
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GliosegError, match="cannot create this output folder") as err, atomic_path(tmp_path / "file" / "sub" / "x.csv"):
+        pass
+    assert str(tmp_path / "file") in err.value.message
+
+
+@pytest.mark.parametrize("context", [atomic_dir, atomic_path], ids=["folder", "file"])
+def test_a_full_disk_is_named_and_leaves_the_old_output(old_tree: Path, context) -> None:
+    final = old_tree if context is atomic_dir else old_tree / "case000.txt"
+    with pytest.raises(GliosegError, match=r"the disk is full \(No space left on device\); nothing was written") as err, \
+            context(final):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert err.value.path == final and "df -h" in err.value.hint
+    assert contents(old_tree) == whole("old") and siblings(old_tree) == ["out"]
