@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,15 +38,21 @@ from tqdm import tqdm
 from glioseg.atomic import atomic_dir
 from glioseg.datasets.layouts.nnunet import load_dataset_json
 from glioseg.errors import GliosegError
+from glioseg.evaluation import case_labels, checked_prediction, find_predictions, naming_hint, warn_unknown_predictions
 from glioseg.labels import LabelConvention
 from glioseg.manifest import DatasetInfo, image_column
-from glioseg.nifti import load_image, read_label
+from glioseg.nifti import load_image, read_label, write_label_map
 
 log = logging.getLogger(__name__)
 
 #: nnU-Net's names of glioseg's regions, as its BraTS datasets write them.
 REGION_LABELS = {"WT": "whole tumor", "TC": "tumor core", "ET": "enhancing tumor"}
-GEOMETRY_TOLERANCE = 1e-3
+#: How nnU-Net finds a raw dataset: ``Dataset<3 digits>_<name>``; the name in glioseg's dataset-name characters.
+DATASET_FOLDER = re.compile(r"Dataset(?P<id>\d{3})_(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)")
+#: What an export writes, all of which a new export of the same folder may replace.
+EXPORT_ENTRIES = frozenset({"dataset.json", "splits_final.json", "imagesTr", "labelsTr", "imagesTs", "labelsTs"})
+#: Channel names nnU-Net v2 reads (case-insensitively) as a normalisation scheme; any other name is z-scored per case.
+NNUNET_NORMALISATIONS = frozenset({"ct", "nonorm", "zscore", "rescale_to_0_1", "rgb_to_0_1"})
 
 
 # ---------------------------------------------------------------- export
@@ -88,7 +95,12 @@ def splits_final(folds: Mapping[str, Any], validation_folds: int | None = None) 
     fold 1 only trains); default every fold of the fold JSON.
     """
     fold_of = {item["case"]: int(item["fold"]) for item in folds["training"]}
-    count = validation_folds if validation_folds is not None else len(set(fold_of.values()))
+    available = len(set(fold_of.values()))
+    count = validation_folds if validation_folds is not None else available
+    if not 1 <= count <= available:
+        raise GliosegError(f"{count} validation folds asked for, but the split has {available} fold{'s' if available != 1 else ''}"
+                           " of training cases", hint=f"give --validation-folds between 1 (a hold-out split) and {available}, "
+                                                    "or leave it out to validate on every fold.")
     cases = sorted(fold_of)
     return [{"train": [c for c in cases if fold_of[c] != k], "val": [c for c in cases if fold_of[c] == k]}
             for k in range(count)]
@@ -101,6 +113,25 @@ def _source_dataset_json(manifest: pd.DataFrame) -> Path:
         raise GliosegError("the nnU-Net dataset.json this dataset was read from is gone", path=path,
                            hint="restore the dataset folder, or re-run the manifest step.")
     return path
+
+
+def check_dataset_folder(out: Path) -> None:
+    """Refuse an output folder nnU-Net would not find: ``Dataset<001..999>_<name>``, as ``nnUNetv2_* -d <id>`` looks it up."""
+    match = DATASET_FOLDER.fullmatch(out.name)
+    if match is None or int(match["id"]) == 0:
+        raise GliosegError("nnU-Net finds a raw dataset only by a folder named Dataset<id>_<name>: id three digits from "
+                           "001 to 999, name of letters, digits, _ and -", path=out,
+                           hint="give --out as <folder>/Dataset<id>_<name>, e.g. Dataset501_brats (nnU-Net asks for ids "
+                                "of 500 and above for one's own datasets).")
+
+
+def _warn_normalisation(modalities: Sequence[str]) -> None:
+    """Log the modality names nnU-Net reads as a normalisation scheme rather than z-scoring them as glioseg does."""
+    for index, modality in enumerate(modalities):
+        if modality.casefold() in NNUNET_NORMALISATIONS:
+            log.warning("channel %d is named %r, which nnU-Net reads as its '%s' normalisation (glioseg z-scores each "
+                        "case): the two models do not see the same inputs; edit channel_names in dataset.json if that "
+                        "is not meant", index, modality, modality.casefold())
 
 
 def _copy_nifti(source: Path, target: Path) -> None:
@@ -128,10 +159,14 @@ def export_nnunet(manifest: pd.DataFrame, info: DatasetInfo, folds: Mapping[str,
                   validation_folds: int | None = None) -> dict[str, int]:
     """Write the dataset as the nnU-Net raw dataset ``out`` (``DatasetXXX_Name``); returns case counts."""
     out = Path(out)
-    if not out.name.startswith("Dataset") or not out.name[7:10].isdigit() or out.name[10:11] != "_":
-        log.warning("%s: nnU-Net finds raw datasets by folder names Dataset<3 digits>_<name>", out)
+    check_dataset_folder(out)
+    if not info.labelled:
+        raise GliosegError(f"dataset '{info.name}' has no labels (labelled: false): nnU-Net cannot train on it",
+                           hint="export a labelled dataset; an unlabelled one is only predicted.")
     training = {item["case"] for item in folds["training"]}
     testing = {item["case"] for item in folds["testing"]}
+    split = splits_final(folds, validation_folds)
+    case_labels(manifest, sorted(training | testing))
     rows = manifest[manifest["case"].isin(training | testing)].sort_values("case")
     from_nnunet = info.layout == "nnunet"
     if from_nnunet:
@@ -141,11 +176,12 @@ def export_nnunet(manifest: pd.DataFrame, info: DatasetInfo, folds: Mapping[str,
         renumber = None
     else:
         description = dataset_json(info, len(training))
+        _warn_normalisation(info.modalities)
         ending = ".nii.gz"
         renumber = nnunet_values(info.convention)
         if all(old == new for old, new in renumber.items()):
             renumber = None
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replaces=lambda entry: entry.name in EXPORT_ENTRIES) as tmp:
         for folder in ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if testing else ()):
             (tmp / folder).mkdir()
         for _, row in tqdm(rows.iterrows(), total=len(rows), desc=f"exporting {info.name}", unit="case"):
@@ -158,8 +194,7 @@ def export_nnunet(manifest: pd.DataFrame, info: DatasetInfo, folds: Mapping[str,
             else:
                 _write_labels(Path(row["label"]), target, renumber)
         (tmp / "dataset.json").write_text(json.dumps(description, indent=4) + "\n", encoding="utf-8")
-        (tmp / "splits_final.json").write_text(json.dumps(splits_final(folds, validation_folds), indent=4) + "\n",
-                                               encoding="utf-8")
+        (tmp / "splits_final.json").write_text(json.dumps(split, indent=4) + "\n", encoding="utf-8")
     log.info("%s: %d training and %d test cases written to %s", info.name, len(training), len(testing), out)
     return {"training": len(training), "test": len(testing)}
 
@@ -167,23 +202,31 @@ def export_nnunet(manifest: pd.DataFrame, info: DatasetInfo, folds: Mapping[str,
 # ---------------------------------------------------------------- predictions made elsewhere
 
 
-def parse_label_map(label_map: Mapping[Any, Any] | None) -> dict[int, int]:
-    """``{value in the predictions: value in the dataset's convention}``, keys from YAML ints or JSON strings."""
+def parse_label_map(label_map: Mapping[Any, Any] | None, convention: LabelConvention | None = None) -> dict[int, int]:
+    """``{value in the predictions: value in the dataset's convention}``, keys from YAML ints or JSON strings.
+
+    With ``convention``, a value mapped to something outside it is refused here,
+    once, rather than as a fault of every prediction that holds it.
+    """
+    hint = ("write the external experiment's label_map as {value in the predictions: value in the dataset}, e.g. {3: 4} "
+            "for nnU-Net's BraTS values (an exported dataset's dataset.json: glioseg → label_values).")
+    if label_map is not None and not isinstance(label_map, Mapping):
+        raise GliosegError(f"label_map {label_map!r} is not a mapping of label values", hint=hint)
     parsed = {}
     for key, value in (label_map or {}).items():
         if not str(key).isdigit() or not str(value).isdigit():
-            raise GliosegError(f"label_map entry {key!r}: {value!r} is not a pair of label values",
-                               hint="write the external experiment's label_map as {value in the predictions: value in the "
-                                    "dataset}, e.g. {3: 4} for nnU-Net's BraTS values.")
+            raise GliosegError(f"label_map entry {key!r}: {value!r} is not a pair of label values", hint=hint)
         parsed[int(key)] = int(value)
+    outside = sorted(set(parsed.values()) - set(convention.values)) if convention else []
+    if outside:
+        raise GliosegError(f"label_map maps to {outside}, outside the {convention.name} convention {sorted(convention.values)}",
+                           hint=hint)
     return parsed
 
 
-def _prediction_file(folder: Path, case: str) -> Path | None:
-    for ending in (".nii.gz", ".nii"):
-        if (folder / f"{case}{ending}").is_file():
-            return folder / f"{case}{ending}"
-    return None
+def _is_prediction(entry: Path) -> bool:
+    """What an import's output folder holds: ``<case>.nii.gz`` files, which a new import may replace."""
+    return entry.is_file() and entry.name.endswith(".nii.gz")
 
 
 def import_predictions(source: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: Sequence[str], out: str | Path,
@@ -192,54 +235,29 @@ def import_predictions(source: str | Path, manifest: pd.DataFrame, info: Dataset
 
     Every problem (a missing case, another grid, values outside the
     convention) is reported at once, naming the folder; nothing is written then.
+    Each is written as glioseg's inference writes its own (uint8, on the
+    reference label's geometry), whatever type the other tool saved.
     """
-    source, mapping = Path(source), parse_label_map(label_map)
-    if not source.is_dir():
-        raise GliosegError("the folder of external predictions does not exist", path=source,
-                           hint="check the experiment's external → predictions path ({fold} and {evaluation} are filled in).")
-    labels = manifest.set_index("case")["label"]
-    allowed = sorted(info.convention.values)
-    problems: dict[str, str] = {}
-    found: dict[str, tuple[Path, np.ndarray | None]] = {}
-    for case in tqdm(cases, desc=f"checking predictions in {source.name}", unit="case"):
-        path = _prediction_file(source, case)
-        if path is None:
-            problems[case] = f"no {case}.nii.gz"
-            continue
+    source, mapping = Path(source), parse_label_map(label_map, info.convention)
+    labels = case_labels(manifest, cases)
+    files, problems = find_predictions(source, cases)
+    if Path(out).resolve() == source.resolve():
+        raise GliosegError("the output folder is the folder of predictions read", path=out,
+                           hint="import into another folder (the pipeline's is results/predictions/<experiment>/...).")
+    found: dict[str, np.ndarray] = {}
+    hints = [naming_hint(source, cases)] if problems else []
+    for case in tqdm(files, desc=f"checking predictions in {source.name}", unit="case"):
         try:
-            pred, truth = load_image(path), load_image(labels[case])
-            if pred.shape != truth.shape or not np.allclose(pred.affine, truth.affine, atol=GEOMETRY_TOLERANCE):
-                problems[case] = f"shape {pred.shape} and affine differ from the reference label's {truth.shape} ({labels[case]})"
-                continue
-            values = read_label(path)
+            found[case] = checked_prediction(files[case], labels[case], info.convention, mapping)
         except GliosegError as exc:
             problems[case] = exc.problem
-            continue
-        if values.min(initial=0) < 0:
-            problems[case] = f"negative label values {sorted(set(values[values < 0].tolist()))}"
-            continue
-        if mapping:
-            lookup = np.arange(max(int(values.max(initial=0)), *mapping) + 1)
-            for old, new in mapping.items():
-                lookup[old] = new
-            values = lookup[values]
-        bad = sorted(set(np.unique(values).tolist()) - set(allowed))
-        if bad:
-            problems[case] = f"label values {bad} outside the {info.convention.name} convention {allowed}"
-            continue
-        found[case] = (path, values if (mapping or not path.name.endswith(".nii.gz")) else None)
+            hints += [exc.hint] if exc.hint and exc.hint not in hints else []
     if problems:
-        listing = "\n".join(f"    {case}: {problem}" for case, problem in problems.items())
+        listing = "\n".join(f"    {case}: {problems[case]}" for case in cases if case in problems)
         raise GliosegError(f"{len(problems)} of {len(cases)} predictions are unusable:\n{listing}", path=source,
-                           hint="predictions are <case>.nii.gz label maps on each case's reference grid, in the dataset's "
-                                "label convention (or give the experiment's external → label_map).")
-    with atomic_dir(out) as tmp:
-        for case, (path, values) in found.items():
-            if values is None:
-                shutil.copyfile(path, tmp / f"{case}.nii.gz")
-            else:
-                image = load_image(path)
-                header = image.header.copy()
-                header.set_data_dtype(np.uint8)
-                nib.save(nib.Nifti1Image(values.astype(np.uint8), image.affine, header), str(tmp / f"{case}.nii.gz"))
+                           hint="\n  ".join(hints))
+    warn_unknown_predictions(source, manifest["case"].tolist())
+    with atomic_dir(out, replaces=_is_prediction) as tmp:
+        for case, values in found.items():
+            write_label_map(tmp / f"{case}.nii.gz", values, load_image(labels[case]))
     log.info("%d predictions from %s", len(found), source)

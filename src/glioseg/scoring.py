@@ -25,6 +25,7 @@ from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from glioseg.errors import GliosegError
+from glioseg.evaluation import case_labels, checked_prediction, prediction_files
 from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo
 from glioseg.metrics import BRATS2023_LESION_PARAMETERS, LesionWiseParameters, LesionWiseScore, score_lesions, score_region
@@ -38,16 +39,14 @@ def _regions(path: Path | str, convention: LabelConvention) -> np.ndarray:
     try:
         return labels_to_regions(read_label(path), convention).astype(bool)
     except ValueError as exc:
-        raise GliosegError(str(exc), path=path, hint="predictions and labels must use the dataset's label convention.") from None
+        raise GliosegError(str(exc), path=path, hint="reference labels must use the dataset's label convention; "
+                                                     "run the manifest step again if the dataset changed.") from None
 
 
-def _checked_geometry(prediction: Path | str, truth: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """The prediction's and the truth's images, refused when their grids differ."""
-    pred_image, truth_image = load_image(prediction), load_image(truth)
-    if pred_image.shape != truth_image.shape or not np.allclose(pred_image.affine, truth_image.affine, atol=1e-3):
-        raise GliosegError(f"prediction geometry {pred_image.shape} does not match the reference label {truth_image.shape} ({truth})",
-                           path=prediction, hint="re-run inference for this experiment; the dataset may have changed.")
-    return pred_image, truth_image
+def _masks(prediction: Path | str, truth: Path | str, convention: LabelConvention) -> tuple[np.ndarray, np.ndarray]:
+    """The prediction's and the truth's region masks, the prediction checked against the truth's grid and the convention."""
+    pred = labels_to_regions(checked_prediction(prediction, truth, convention), convention).astype(bool)
+    return pred, _regions(truth, convention)
 
 
 def lesion_parameters(case: str) -> LesionWiseParameters:
@@ -65,9 +64,8 @@ def score_case(prediction: Path | str, truth: Path | str, convention: LabelConve
                lesions: LesionWiseParameters | None = None) -> list[dict]:
     """One row per region for one case: the whole-region scores, then the lesion-wise ones (``lesions``: GLI's settings
     when not given)."""
-    _, truth_image = _checked_geometry(prediction, truth)
-    pred, ref = _regions(prediction, convention), _regions(truth, convention)
-    spacing = voxel_spacing(truth_image)
+    pred, ref = _masks(prediction, truth, convention)
+    spacing = voxel_spacing(load_image(truth))
     lesions = lesions or BRATS2023_LESION_PARAMETERS["GLI"]
     return [{"region": region, **vars(score_region(pred[i], ref[i], spacing)),
              **_lesion_columns(score_lesions(pred[i], ref[i], spacing, lesions))} for i, region in enumerate(convention.regions)]
@@ -80,11 +78,11 @@ def score_predictions(pred_dir: str | Path, manifest: pd.DataFrame, info: Datase
     ``label`` names the evaluation in the ``dataset`` column (default: the
     dataset's name; ``<dataset>+test`` for its held-out test patients).
     """
-    labels = manifest.set_index("case")["label"]
+    labels = case_labels(manifest, cases)
+    predictions = prediction_files(pred_dir, cases, manifest["case"].tolist())
     rows = []
     for case in tqdm(cases, desc=f"scoring {experiment} fold {fold}", unit="case"):
-        prediction = Path(pred_dir) / f"{case}.nii.gz"
-        for row in score_case(prediction, labels[case], info.convention, lesion_parameters(case)):
+        for row in score_case(predictions[case], labels[case], info.convention, lesion_parameters(case)):
             rows.append({"experiment": experiment, "fold": fold, "dataset": label or info.name, "case": case, **row,
                          HD95_UNIT: info.distance_unit})
     return pd.DataFrame(rows, columns=[*SCORE_COLUMNS, HD95_UNIT, *LESION_SCORE_COLUMNS])
@@ -117,12 +115,11 @@ def slice_rows(pred: np.ndarray, truth: np.ndarray) -> list[dict]:
 def score_prediction_slices(pred_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo, cases: list[str], experiment: str,
                             fold: int, label: str | None = None) -> pd.DataFrame:
     """Per-slice scores of every listed case and region: what galleries and slice-level tables of 2D datasets read."""
-    labels = manifest.set_index("case")["label"]
+    labels = case_labels(manifest, cases)
+    predictions = prediction_files(pred_dir, cases, manifest["case"].tolist())
     rows = []
     for case in tqdm(cases, desc=f"scoring slices {experiment} fold {fold}", unit="case"):
-        prediction = Path(pred_dir) / f"{case}.nii.gz"
-        _checked_geometry(prediction, labels[case])
-        pred, ref = _regions(prediction, info.convention), _regions(labels[case], info.convention)
+        pred, ref = _masks(predictions[case], labels[case], info.convention)
         for i, region in enumerate(info.convention.regions):
             rows += [{"experiment": experiment, "fold": fold, "dataset": label or info.name, "case": case, "region": region, **row}
                      for row in slice_rows(pred[i], ref[i])]

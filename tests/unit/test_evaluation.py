@@ -58,3 +58,32 @@ def test_training_folds_leave_out_the_overlap_with_other_datasets(tmp_path):
         tmp_path / "more.csv", index=False)
     with pytest.raises(GliosegError, match="fold 0 has no training cases left"):
         training_cases(splits, 0, [table, tmp_path / "more.csv"])
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "no such fold JSON"),
+    ("{", "unreadable fold JSON (JSONDecodeError"),
+    ("[]", "not a glioseg fold JSON"),  # e.g. nnU-Net's splits_final.json given as --splits
+    ('{"training": [{"case": "a"}], "testing": []}', "not a glioseg fold JSON"),
+])
+def test_a_missing_or_foreign_fold_json_is_named_for_every_stage(tmp_path, content, problem):
+    from glioseg.evaluation import read_folds, training_cases
+
+    splits = tmp_path / "folds.json"
+    if content is not None:
+        splits.write_text(content)
+    for read in (read_folds, lambda path: cases_for(path, 0, "val"), lambda path: training_cases(path, 0)):
+        with pytest.raises(GliosegError) as caught:
+            read(splits)
+        assert caught.value.path == splits and problem in caught.value.problem
+        assert "results/splits/<dataset>/folds.json" in caught.value.hint
+
+
+def test_cases_of_the_split_the_manifest_lacks_are_named_at_once():
+    from glioseg.evaluation import case_labels
+
+    manifest = pd.DataFrame({"case": ["a", "b"], "label": ["a.nii.gz", "b.nii.gz"]})
+    assert case_labels(manifest, ["b"]) == {"b": "b.nii.gz"}
+    with pytest.raises(GliosegError, match=r"2 of 3 cases of the split are not in the manifest: c, d") as caught:
+        case_labels(manifest, ["a", "c", "d"])
+    assert "--splits" in caught.value.hint and "--manifest" in caught.value.hint

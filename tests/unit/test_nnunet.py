@@ -334,5 +334,279 @@ def test_every_unusable_external_prediction_is_named_at_once(scored):
     problem = caught.value.problem
     assert caught.value.path == bad and "3 of 3 predictions are unusable" in problem
     assert "tiny_000: label values [5] outside the nnunet convention [0, 1, 2, 3]" in problem
-    assert "tiny_001: shape (4, 4, 4)" in problem and "tiny_002: no tiny_002.nii.gz" in problem
-    assert "label_map" in caught.value.hint and not (tmp_path / "out").exists()
+    assert "tiny_001: not on the reference label's grid" in problem and "shape (4, 4, 4) differs from (10, 9, 6)" in problem
+    assert "tiny_002: no tiny_002.nii.gz" in problem
+    hint = caught.value.hint
+    assert "e.g. tiny_000.nii.gz" in hint and "label_map" in hint and "original images' geometry" in hint
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- hostile predictions: scored by hand and imported alike
+
+
+def label_data(case: str, dtype=np.uint8) -> np.ndarray:
+    return np.asarray(volume(100 + TRAINING.index(case), labels=True).dataobj).astype(dtype)
+
+
+def score_command(tmp_path: Path, predictions: Path, out: Path) -> int:
+    return main(["score", "--predictions", str(predictions), "--manifest", str(tmp_path / "m.csv"), "--info", str(tmp_path / "m.json"),
+                 "--splits", str(tmp_path / "folds.json"), "--fold", "0", "--experiment", "e", "--out", str(out)])
+
+
+def both_refuse(scored, folder: Path) -> list[GliosegError]:
+    """The errors of scoring and of importing ``folder`` (fold 0's tiny_000 and tiny_001); nothing is written by either."""
+    tmp_path, manifest, info, _ = scored
+    errors = []
+    for stage in (lambda: score_predictions(folder, manifest, info, TRAINING[:2], "e", 0),
+                  lambda: import_predictions(folder, manifest, info, TRAINING[:2], tmp_path / "imported")):
+        with pytest.raises(GliosegError) as caught:
+            stage()
+        errors.append(caught.value)
+    assert not (tmp_path / "imported").exists()
+    return errors
+
+
+def predictions(tmp_path: Path, name: str, **replaced) -> Path:
+    """fold 0's two good predictions in ``tmp_path/name``, with ``replaced`` {case: image or None (left out)}."""
+    folder = tmp_path / name
+    folder.mkdir()
+    for case in TRAINING[:2]:
+        image = replaced.get(case, nib.Nifti1Image(label_data(case), AFFINE))
+        if image is not None:
+            nib.save(image, folder / f"{case}.nii.gz")
+    return folder
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda folder: None, "no such folder of predictions"),
+    (lambda folder: folder.write_text("x"), "is a file, not a folder of predictions"),
+])
+def test_a_predictions_folder_that_is_missing_or_a_file_is_named(scored, make, problem):
+    folder = scored[0] / "preds"
+    make(folder)
+    for error in both_refuse(scored, folder):
+        assert error.path == folder and error.problem == problem and "{fold}" in error.hint
+
+
+def test_an_empty_folder_or_one_of_images_names_every_case_and_what_it_holds_instead(scored):
+    tmp_path = scored[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for error in both_refuse(scored, empty):
+        assert "2 of 2 predictions are" in error.problem and "tiny_001: no tiny_001.nii.gz" in error.problem
+        assert "this folder holds no NIfTI file: has the tool that writes them finished?" in error.hint
+    images = tmp_path / "images"
+    images.mkdir()
+    for case in TRAINING[:2]:
+        nib.save(nib.Nifti1Image(label_data(case), AFFINE), images / f"{case}_0000.nii.gz")
+    for error in both_refuse(scored, images):
+        assert "tiny_000: no tiny_000.nii.gz" in error.problem
+        assert "such as tiny_000_0000.nii.gz, tiny_001_0000.nii.gz: named as nnU-Net names input image channels" in error.hint
+
+
+def test_a_missing_ambiguous_or_broken_prediction_is_named_and_the_earlier_scores_are_kept(scored):
+    tmp_path = scored[0]
+    folder = predictions(tmp_path, "preds", tiny_001=None)
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFFINE), folder / "tiny_000.nii")
+    for error in both_refuse(scored, folder):
+        assert error.path == folder
+        assert "tiny_000: two predictions, tiny_000.nii.gz and tiny_000.nii: remove the one that is not meant" in error.problem
+        assert "tiny_001: no tiny_001.nii.gz" in error.problem
+    (folder / "tiny_000.nii").unlink()
+    (folder / "tiny_001.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    assert "tiny_001.nii.gz is a broken link" in both_refuse(scored, folder)[0].problem
+    out = tmp_path / "s.csv"
+    out.write_text("earlier scores\n")
+    assert score_command(tmp_path, folder, out) == 2 and out.read_text() == "earlier scores\n"
+
+
+def test_a_prediction_of_a_case_not_in_the_dataset_is_reported_not_scored(scored, caplog):
+    tmp_path, manifest, info, internal = scored
+    folder = predictions(tmp_path, "preds")
+    nib.save(nib.Nifti1Image(label_data("tiny_002"), AFFINE), folder / "zzz_999.nii.gz")
+    table = score_predictions(folder, manifest, info, TRAINING[:2], "e", 0)
+    pd.testing.assert_frame_equal(table, score_predictions(internal, manifest, info, TRAINING[:2], "e", 0))
+    import_predictions(folder, manifest, info, TRAINING[:2], tmp_path / "imported")
+    assert sorted(p.name for p in (tmp_path / "imported").iterdir()) == ["tiny_000.nii.gz", "tiny_001.nii.gz"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("1 file named after no case of the dataset, not scored: zzz_999.nii.gz" in w for w in warnings)
+
+
+@pytest.mark.parametrize("image, problem, advice", [
+    (nib.Nifti1Image(np.zeros((10, 9, 7), np.uint8), AFFINE), "shape (10, 9, 7) differs from (10, 9, 6)", "original images' geometry"),
+    (nib.Nifti1Image(label_data("tiny_000"), np.diag([1.0, 1.5, 2.0, 1.0])), "voxel spacing [1.0, 1.5, 2.0] differs from [1.5, 1.5, 2.0]",
+     "re-run inference"),
+    (nib.Nifti1Image(label_data("tiny_000"), AFFINE @ np.diag([-1, 1, 1, 1])), "orientation differs", "original images' geometry"),
+    (nib.Nifti1Image(np.where(label_data("tiny_000") == 3, 5, label_data("tiny_000")).astype(np.uint8), AFFINE),
+     "label values [5] outside the nnunet convention [0, 1, 2, 3]", "label_map"),
+    (nib.Nifti1Image(np.where(label_data("tiny_000") == 3, -1, label_data("tiny_000", np.int16)).astype(np.int16), AFFINE),
+     "label values [-1] outside the nnunet convention", "label_map"),
+    (nib.Nifti1Image(label_data("tiny_000", np.float32) / 2, AFFINE), "label values are not whole numbers", "integer values"),
+    (nib.Nifti1Image(np.random.default_rng(0).random((*SHAPE, 4)).astype(np.float32), AFFINE),
+     "expected a 3D volume, found shape (10, 9, 6, 4)", "one 3D volume"),
+    (b"", "not a readable NIfTI image", "good copy"),
+    (b"\x1f\x8b\x08\x00truncated", "not a readable NIfTI image", "good copy"),
+])
+def test_a_prediction_on_another_grid_or_with_values_off_the_convention_is_never_scored(scored, image, problem, advice):
+    tmp_path = scored[0]
+    folder = predictions(tmp_path, "preds")
+    if isinstance(image, bytes):
+        (folder / "tiny_000.nii.gz").write_bytes(image)
+    else:
+        nib.save(image, folder / "tiny_000.nii.gz")
+    score_error, import_error = both_refuse(scored, folder)
+    assert score_error.path == folder / "tiny_000.nii.gz" and problem in score_error.problem and advice in score_error.hint
+    assert import_error.path == folder and f"tiny_000: {score_error.problem}" in import_error.problem
+    assert advice in import_error.hint and "tiny_001" not in import_error.problem
+    assert score_command(tmp_path, folder, tmp_path / "s.csv") == 2 and not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32, np.float64])
+def test_whole_label_values_of_any_type_score_as_uint8_and_are_imported_as_uint8(scored, dtype):
+    tmp_path, manifest, info, internal = scored
+    folder = predictions(tmp_path, "preds", **{case: nib.Nifti1Image(label_data(case, dtype), AFFINE) for case in TRAINING[:2]})
+    pd.testing.assert_frame_equal(score_predictions(folder, manifest, info, TRAINING[:2], "e", 0),
+                                  score_predictions(internal, manifest, info, TRAINING[:2], "e", 0))
+    import_predictions(folder, manifest, info, TRAINING[:2], tmp_path / "imported")
+    for case in TRAINING[:2]:
+        written = nib.load(tmp_path / "imported" / f"{case}.nii.gz")
+        assert written.get_data_dtype() == np.uint8 and np.array_equal(np.asarray(written.dataobj), label_data(case))
+
+
+def test_predictions_in_another_convention_are_refused_until_a_label_map_brings_them_back(tmp_path):
+    from glioseg.manifest import DatasetInfo
+
+    frame, convention = brats_dataset(tmp_path)
+    info = DatasetInfo("bt", "custom", ("t1", "flair"), convention)
+    folder = tmp_path / "nnunet"
+    folder.mkdir()
+    for _, row in frame.iterrows():  # nnU-Net's (and BraTS 2023's) 3 where BraTS 2018-2021 write 4
+        image = nib.load(row["label"])
+        nib.save(nib.Nifti1Image(np.where(np.asarray(image.dataobj) == 4, 3, np.asarray(image.dataobj)).astype(np.uint8), image.affine),
+                 folder / f"{row['case']}.nii.gz")
+    cases = frame["case"].tolist()
+    with pytest.raises(GliosegError, match=r"B0.nii.gz: label values \[3\] outside the brats convention \[0, 1, 2, 4\]") as caught:
+        score_predictions(folder, frame, info, cases, "nnunet", 0)
+    assert "import-predictions --label-map" in caught.value.hint and "glioseg → label_values" in caught.value.hint
+    with pytest.raises(GliosegError, match="label_map maps to \\[5\\], outside the brats convention"):
+        import_predictions(folder, frame, info, cases, tmp_path / "out", {3: 5})
+    with pytest.raises(GliosegError, match="label_map \\[3, 4\\] is not a mapping of label values"):
+        import_predictions(folder, frame, info, cases, tmp_path / "out", [3, 4])
+    import_predictions(folder, frame, info, cases, tmp_path / "out", {"3": 4})
+    table = score_predictions(tmp_path / "out", frame, info, cases, "nnunet", 0)
+    assert (table["dice"] == 1).all()
+
+
+def test_an_import_never_deletes_what_it_did_not_write(scored):
+    tmp_path, manifest, info, _ = scored
+    folder = predictions(tmp_path, "preds")
+    (folder / "summary.json").write_text("{}")  # nnU-Net's, beside its validation predictions
+    with pytest.raises(GliosegError, match="the output folder is the folder of predictions read"):
+        import_predictions(folder, manifest, info, TRAINING[:2], folder)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(GliosegError, match=r"holds what this command does not write \(notes.txt\)") as caught:
+        import_predictions(folder, manifest, info, TRAINING[:2], mine)
+    assert caught.value.path == mine and (mine / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in folder.iterdir()) == ["summary.json", "tiny_000.nii.gz", "tiny_001.nii.gz"]
+
+
+def test_a_split_of_another_dataset_is_named_not_a_key_error(scored):
+    tmp_path, manifest, info, _ = scored
+    for stage in (lambda: score_predictions(tmp_path / "predictions", manifest, info, ["B0"], "e", 0),
+                  lambda: import_predictions(tmp_path / "predictions", manifest, info, ["B0"], tmp_path / "out")):
+        with pytest.raises(GliosegError, match="1 of 1 cases of the split are not in the manifest: B0"):
+            stage()
+
+
+# ---------------------------------------------------------------- hostile exports
+
+
+@pytest.fixture
+def exportable(tmp_path):
+    from glioseg.manifest import DatasetInfo
+
+    frame, convention = brats_dataset(tmp_path)
+    info = DatasetInfo("bt", "custom", ("t1", "flair"), convention)
+    write_splits(frame, info.modalities, 2, 0.0, 0, tmp_path / "folds.json", tmp_path / "splits.csv")
+    return tmp_path, frame, info, json.loads((tmp_path / "folds.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["Dataset000_bt", "Dataset1000_bt", "Dataset5_bt", "Dataset502_my data", "Dataset502_",
+                                  "Dataset502-bt", "bt", "nnUNet_raw"])
+def test_an_export_nnunet_would_not_find_is_refused(exportable, name):
+    tmp_path, frame, info, folds = exportable
+    with pytest.raises(GliosegError, match="nnU-Net finds a raw dataset only by a folder named Dataset<id>_<name>") as caught:
+        export_nnunet(frame, info, folds, tmp_path / name)
+    assert caught.value.path == tmp_path / name and "Dataset501_brats" in caught.value.hint
+    assert not (tmp_path / name).exists()
+
+
+def test_an_export_never_deletes_what_it_did_not_write(exportable):
+    tmp_path, frame, info, folds = exportable
+    out = tmp_path / "Dataset502_bt"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(GliosegError, match=r"holds what this command does not write \(notes.txt\)"):
+        export_nnunet(frame, info, folds, out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    (out / "dataset.json").write_text("{}")  # an earlier export's: replaced
+    assert export_nnunet(frame, info, folds, out) == {"training": 4, "test": 0}
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 4
+    (tmp_path / "Dataset503_bt").write_text("mine")
+    with pytest.raises(GliosegError, match="is a file; a folder is written here"):
+        export_nnunet(frame, info, folds, tmp_path / "Dataset503_bt")
+    assert (tmp_path / "Dataset503_bt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("count", [0, 3, -1])
+def test_validation_folds_the_split_does_not_have_are_refused(exportable, count):
+    tmp_path, frame, info, folds = exportable
+    with pytest.raises(GliosegError, match=f"{count} validation folds asked for, but the split has 2 folds") as caught:
+        export_nnunet(frame, info, folds, tmp_path / "Dataset502_bt", count)
+    assert "between 1 (a hold-out split) and 2" in caught.value.hint and not (tmp_path / "Dataset502_bt").exists()
+
+
+def test_an_export_with_a_split_of_another_dataset_or_no_labels_is_refused(exportable):
+    from dataclasses import replace
+
+    tmp_path, frame, info, folds = exportable
+    other = {"training": [{"case": "tiny_000", "fold": 0}], "testing": []}
+    with pytest.raises(GliosegError, match="1 of 1 cases of the split are not in the manifest: tiny_000"):
+        export_nnunet(frame, info, other, tmp_path / "Dataset502_bt")
+    with pytest.raises(GliosegError, match="dataset 'bt' has no labels"):
+        export_nnunet(frame, replace(info, labelled=False), folds, tmp_path / "Dataset502_bt")
+    assert not (tmp_path / "Dataset502_bt").exists()
+
+
+def test_a_channel_nnunet_reads_as_a_normalisation_is_warned_about(exportable, caplog):
+    from dataclasses import replace
+
+    tmp_path, frame, info, folds = exportable
+    frame = frame.rename(columns={"image_t1": "image_CT"})
+    export_nnunet(frame, replace(info, modalities=("CT", "flair")), folds, tmp_path / "Dataset502_bt")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["channel 0 is named 'CT', which nnU-Net reads as its 'ct' normalisation (glioseg z-scores each case): "
+                        "the two models do not see the same inputs; edit channel_names in dataset.json if that is not meant"]
+
+
+def test_the_command_names_a_bad_splits_file_and_a_read_only_output(exportable, monkeypatch, capsys):
+    import os
+
+    tmp_path, frame, info, _ = exportable
+    from glioseg.manifest import write_manifest as write
+
+    write(frame, info, tmp_path / "m.csv", tmp_path / "m.json")
+    (tmp_path / "splits_final.json").write_text("[]")
+    args = ["export-nnunet", "--manifest", str(tmp_path / "m.csv"), "--info", str(tmp_path / "m.json")]
+    assert main([*args, "--splits", str(tmp_path / "splits_final.json"), "--out", str(tmp_path / "Dataset502_bt")]) == 2
+    assert f"{tmp_path / 'splits_final.json'}: not a glioseg fold JSON" in capsys.readouterr().err
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    assert main([*args, "--splits", str(tmp_path / "folds.json"), "--out", str(locked / "Dataset502_bt")]) == 2
+    assert f"{locked}: cannot write in this output folder (read-only, or not permitted)" in capsys.readouterr().err
+    assert list(locked.iterdir()) == []

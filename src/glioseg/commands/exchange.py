@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from glioseg.commands.arguments import Subcommands, add_case_selection, add_command, json_arg
 
 
 def export_nnunet(args: argparse.Namespace) -> None:
+    from glioseg.evaluation import read_folds
     from glioseg.manifest import read_dataset_info, read_manifest
     from glioseg.nnunet_raw import export_nnunet as export
 
-    folds = json.loads(args.splits.read_text(encoding="utf-8"))
-    export(read_manifest(args.manifest), read_dataset_info(args.info), folds, args.out, args.validation_folds)
+    export(read_manifest(args.manifest), read_dataset_info(args.info), read_folds(args.splits), args.out, args.validation_folds)
 
 
 def import_predictions(args: argparse.Namespace) -> None:
