@@ -43,6 +43,19 @@ def _umask() -> int:
     return mask
 
 
+class WriteRefused(GliosegError, OSError):
+    """A write that cannot happen (a folder where a file goes, a full disk, a read-only place), said to the user as a
+    :class:`GliosegError` and still the :class:`OSError` it stands for (``errno``, ``strerror``, ``filename``), so a
+    caller that words its own disk problems (extraction, predict) keeps doing so."""
+
+    def __init__(self, code: int, problem: str, *, path: str | Path, hint: str) -> None:
+        super().__init__(problem, path=path, hint=hint)
+        self.errno, self.strerror, self.filename = code, os.strerror(code), str(path)
+
+    def __str__(self) -> str:
+        return self.message  # OSError's own would print "[Errno 28] …" once errno is set
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success, delete it on error.
@@ -56,7 +69,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     final = Path(path)
     if final.is_dir():  # os.replace cannot put a file in a folder's place, and the folder may be someone's work
-        raise GliosegError("is a folder; a file is written here", path=final,
+        raise WriteRefused(errno.EISDIR, "is a folder; a file is written here", path=final,
                            hint="give a file path (the folder may hold your own files), or remove the folder.")
     with _writer(final), _full_disk_named(final):
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + "".join(final.suffixes), dir=final.parent)
@@ -96,7 +109,7 @@ def _check_replaceable(final: Path, replaces: Callable[[Path], bool] | None) -> 
     if final.is_symlink() or not os.path.lexists(final):
         return
     if not final.is_dir():
-        raise GliosegError("is a file; a folder is written here", path=final,
+        raise WriteRefused(errno.ENOTDIR, "is a file; a folder is written here", path=final,
                            hint="give a folder path, or remove the file if it is not needed.")
     if replaces is None:
         return
@@ -180,7 +193,7 @@ def _full_disk_named(final: Path) -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise GliosegError(f"the disk is full ({exc.strerror}); nothing was written and what was here is unchanged",
+        raise WriteRefused(exc.errno, f"the disk is full ({exc.strerror}); nothing was written and what was here is unchanged",
                            path=final, hint="free space on that file system (df -h shows how much is left), or write "
                                             "elsewhere, then run again.") from None
 
@@ -190,10 +203,10 @@ def _writable_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GliosegError(f"cannot create this output folder ({exc.strerror})", path=exc.filename or folder,
+        raise WriteRefused(exc.errno, f"cannot create this output folder ({exc.strerror})", path=exc.filename or folder,
                            hint="choose an output path under a folder you can write to; nothing was written.") from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise GliosegError("cannot write in this output folder (read-only, or not permitted)", path=folder,
+        raise WriteRefused(errno.EACCES, "cannot write in this output folder (read-only, or not permitted)", path=folder,
                            hint="choose an output path under a folder you can write to, or make this one writable; "
                                 "nothing was written.")
 

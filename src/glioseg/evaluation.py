@@ -46,11 +46,13 @@ def read_folds(path: str | Path) -> dict:
         raise GliosegError("no such fold JSON", path=path, hint=_FOLDS_HINT) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise GliosegError(f"unreadable fold JSON ({type(exc).__name__}: {exc})", path=path, hint=_FOLDS_HINT) from None
+    if isinstance(folds, dict):
+        folds = {**folds, "testing": folds.get("testing", [])}  # a datalist without held-out cases has none
     entries = (folds.get("training"), folds.get("testing")) if isinstance(folds, dict) else (None, None)
     if not all(isinstance(items, list) and all(isinstance(item, dict) and "case" in item for item in items) for items in entries) \
             or not all("fold" in item for item in entries[0]):
-        raise GliosegError("not a glioseg fold JSON: it needs 'training' (entries with case and fold) and 'testing' "
-                           "(entries with case)", path=path, hint=_FOLDS_HINT)
+        raise GliosegError("not a glioseg fold JSON: it needs 'training' (entries with case and fold) and, if any cases "
+                           "are held out, 'testing' (entries with case)", path=path, hint=_FOLDS_HINT)
     return folds
 
 

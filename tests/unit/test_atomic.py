@@ -221,3 +221,12 @@ def test_a_full_disk_is_named_and_leaves_the_old_output(old_tree: Path, context)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert err.value.path == final and "df -h" in err.value.hint
     assert contents(old_tree) == whole("old") and siblings(old_tree) == ["out"]
+
+
+def test_a_refused_write_is_still_the_oserror_it_stands_for(tmp_path):
+    """Callers that word disk problems themselves (extraction, predict) catch OSError and read its errno."""
+    (tmp_path / "out.nii.gz").mkdir()
+    with pytest.raises(OSError) as caught, atomic_path(tmp_path / "out.nii.gz"):
+        pass
+    assert isinstance(caught.value, GliosegError) and caught.value.errno == errno.EISDIR
+    assert caught.value.strerror == os.strerror(errno.EISDIR) and str(caught.value).startswith(f"{tmp_path / 'out.nii.gz'}: is a folder")
