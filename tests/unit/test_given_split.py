@@ -175,10 +175,17 @@ def test_nnunet_folds_that_do_not_train_on_the_other_folds_are_refused(tmp_path)
     ("s.json", '[{"train": []}]', "a non-empty list of {'train'"),
     ("s.csv", "case,group\nP0_0,a\n", "needs a 'case' or 'patient' column and a 'fold' and/or 'subset' column"),
     ("s.json", '{"training": [{"case": "P0_0"}]}', "no 'fold' keys and there is no 'validation'"),
+    ("s.csv", b"", "the file is empty; a split CSV starts with a header line"),
+    ("s.csv", b"case,fold\n", "the CSV has a header but no rows"),
+    ("s.csv", "case,fold\nP0_0,0\n".encode("utf-16"), "not UTF-8 text"),
+    ("s.csv", b"case;fold\nP0_0;0\n", "its columns look separated by ';': save it comma-separated"),
+    ("s.csv", b"case\tfold\nP0_0\t0\n", "its columns look separated by '\\t'"),
+    ("s.tsv", b"case,fold\nP0_0,0\n", "a CSV split must be named .csv, not .tsv"),
+    ("s.json", b"", "not valid JSON"),
 ])
-def test_a_file_of_no_known_kind_is_refused_at_once_naming_it(tmp_path, name, content, message):
+def test_a_file_of_no_known_kind_or_unreadable_is_refused_at_once_naming_it(tmp_path, name, content, message):
     path = tmp_path / name
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(GliosegError, match="cannot read the given split") as caught:
         read_given_split(path)
     assert caught.value.path == path and message in caught.value.problem
@@ -203,23 +210,6 @@ def test_a_json_split_with_a_bom_is_read(tmp_path):
     path = tmp_path / "splits_final.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"train": ["P0_0", "P1_0"], "val": ["P2_0"]}]).encode())
     assert given_split_table(manifest(3), path)["fold"].tolist() == [1, 1, 0]
-
-
-@pytest.mark.parametrize("name, content, message", [
-    ("s.csv", b"", "the file is empty; a split CSV starts with a header line"),
-    ("s.csv", b"case,fold\n", "the CSV has a header but no rows"),
-    ("s.csv", "case,fold\nP0_0,0\n".encode("utf-16"), "not UTF-8 text"),
-    ("s.csv", b"case;fold\nP0_0;0\n", "its columns look separated by ';': save it comma-separated"),
-    ("s.csv", b"case\tfold\nP0_0\t0\n", "its columns look separated by '\\t'"),
-    ("s.tsv", b"case,fold\nP0_0,0\n", "a CSV split must be named .csv, not .tsv"),
-    ("s.json", b"", "not valid JSON"),
-])
-def test_unreadable_split_files_say_why(tmp_path, name, content, message):
-    path = tmp_path / name
-    path.write_bytes(content)
-    with pytest.raises(GliosegError, match="cannot read the given split") as caught:
-        read_given_split(path)
-    assert caught.value.path == path and message in caught.value.problem
 
 
 def test_rows_with_more_or_fewer_fields_than_the_header_are_named(tmp_path):
