@@ -38,10 +38,11 @@ from tqdm import tqdm
 from glioseg.atomic import atomic_dir
 from glioseg.datasets.layouts.nnunet import load_dataset_json
 from glioseg.errors import GliosegError
-from glioseg.evaluation import case_labels, checked_prediction, find_predictions, naming_hint, warn_unknown_predictions
+from glioseg.evaluation import case_labels
 from glioseg.labels import LabelConvention
 from glioseg.manifest import DatasetInfo, image_column
 from glioseg.nifti import load_image, read_label, write_label_map
+from glioseg.prediction_files import checked_prediction, find_predictions, naming_hint, warn_unknown_predictions
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,12 @@ from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from glioseg.errors import GliosegError
-from glioseg.evaluation import case_labels, checked_prediction, prediction_files
+from glioseg.evaluation import case_labels
 from glioseg.labels import LabelConvention, labels_to_regions
 from glioseg.manifest import DatasetInfo
 from glioseg.metrics import BRATS2023_LESION_PARAMETERS, LesionWiseParameters, LesionWiseScore, score_lesions, score_region
 from glioseg.nifti import load_image, read_label, voxel_spacing
+from glioseg.prediction_files import checked_prediction, prediction_files
 from glioseg.tables import HD95_UNIT, LESION_SCORE_COLUMNS, SCORE_COLUMNS, SLICE_SCORE_COLUMNS
 
 _BRATS2023_CASE = re.compile(r"^BraTS-(?P<cohort>[A-Z]{3})-\d{5}-\d{3}$")
