@@ -23,6 +23,7 @@ from tqdm import tqdm
 from glioseg.atomic import atomic_dir
 from glioseg.cache import read_cache_properties, reader
 from glioseg.errors import GliosegError
+from glioseg.evaluation import case_labels
 from glioseg.labels import LabelConvention, regions_to_labels
 from glioseg.manifest import DatasetInfo
 from glioseg.models.model_file import load_model
@@ -150,11 +151,11 @@ def load_models(model_paths: Sequence[str | Path], info: DatasetInfo, device: to
 def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manifest: pd.DataFrame, info: DatasetInfo,
                 cases: list[str], settings: InferenceSettings, out_dir: str | Path, device: torch.device | None = None) -> None:
     """Write ``<case>.nii.gz`` for each case into ``out_dir`` (atomically, as one folder); several models ensemble."""
+    label_files = case_labels(manifest, cases)  # the split's cases that the manifest lacks are named, all at once
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models, name = load_models(model_paths, info, device)
     cache = read_cache_properties(cache_dir)
     properties = cache.cases
-    rows = manifest.set_index("case")
     missing = sorted(set(cases) - set(properties))
     if missing:
         raise GliosegError(f"cases {missing} are not in the preprocessed cache", path=cache_dir,
@@ -165,7 +166,7 @@ def infer_cases(model_paths: Sequence[str | Path], cache_dir: str | Path, manife
             props = properties[case]
             image = reader(cache_dir, case, props, len(cache.regions)).image()
             labels = predict_case_labels(models, image, CaseGeometry.of(props), settings, info.convention, device)
-            write_label_map(tmp / f"{case}.nii.gz", labels, load_image(rows.loc[case, "label"]))
+            write_label_map(tmp / f"{case}.nii.gz", labels, load_image(label_files[case]))
 
 
 def ensemble_probabilities(models: Sequence[nn.Module], image: np.ndarray, settings: InferenceSettings,

@@ -90,6 +90,16 @@ def test_predict_from_raw_files_gives_exactly_the_labels_infer_writes_from_the_c
     assert any(labels_of(tmp_path / "predict" / f"{case}.nii.gz").any() for case in cases)
 
 
+def test_infer_names_the_splits_cases_that_the_manifest_lacks_before_loading_anything(study, tmp_path):
+    """Before: a KeyError from the manifest lookup after the models were loaded (a split of another dataset)."""
+    results = study["results"]
+    settings = InferenceSettings.from_json(experiment_record(study["config"], "e")["inference"])
+    with pytest.raises(GliosegError, match=r"2 of 3 cases of the split are not in the manifest: other_1, other_2"):
+        infer_cases([results.model("e", 0)], results.preprocessed("tiny"), study["manifest"], study["info"],
+                    [val_cases(study, 0)[0], "other_1", "other_2"], settings, tmp_path / "infer", device=CPU)
+    assert not (tmp_path / "infer").exists()
+
+
 def test_the_ensemble_is_the_mean_of_the_folds_probabilities(study, tiny_raw, tmp_path):
     case = val_cases(study, 0)[0]
     folder = Path(tiny_raw) / case
